@@ -1,0 +1,6 @@
+//! The `atrest` command.
+
+/// Entry point; returns the process exit code.
+pub fn main() -> i32 {
+    0
+}

@@ -1,0 +1,1 @@
+//! Drive layer: see lib.rs.

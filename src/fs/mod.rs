@@ -1,0 +1,1 @@
+//! Module fs: see lib.rs.

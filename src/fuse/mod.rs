@@ -1,0 +1,1 @@
+//! Module fuse: see lib.rs.

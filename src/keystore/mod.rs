@@ -1,0 +1,1 @@
+//! Keystore layer: see lib.rs.

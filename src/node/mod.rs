@@ -1,0 +1,1 @@
+//! Module node: see lib.rs.

@@ -16,7 +16,12 @@ fn raw(s: &TestServer, args: &[&str]) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = qq_path().with_file_name("python");
     let port = s.port.to_string();
-    let mut all = vec![root.join("tests/qq/raw_request.py").to_string_lossy().into_owned(), port];
+    let mut all = vec![
+        root.join("tests/qq/raw_request.py")
+            .to_string_lossy()
+            .into_owned(),
+        port,
+    ];
     all.extend(args.iter().map(|a| a.to_string()));
     let o = run_bounded(Command::new(python).args(&all));
     assert!(o.status.success(), "raw_request failed: {}", err(&o));
@@ -29,12 +34,21 @@ fn admin_header(s: &TestServer) -> String {
     let r = raw(s, &["POST", "/v1/session/login", "--body", &body]);
     assert_eq!(r[0], "200", "{r:?}");
     let v: serde_json::Value = serde_json::from_str(&r[2]).unwrap();
-    format!("Authorization: Bearer {}", v["bearer_token"].as_str().unwrap())
+    format!(
+        "Authorization: Bearer {}",
+        v["bearer_token"].as_str().unwrap()
+    )
 }
 
 fn error_class(line: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(line).expect("error body is JSON");
-    for k in ["error_class", "description", "module", "stack", "user_visible"] {
+    for k in [
+        "error_class",
+        "description",
+        "module",
+        "stack",
+        "user_visible",
+    ] {
         assert!(v.get(k).is_some(), "error body lacks {k}: {line}");
     }
     v["error_class"].as_str().unwrap().to_string()
@@ -48,11 +62,17 @@ fn bad_requests_get_json_errors() {
 
     // Unknown route: 404 even without credentials.
     let r = raw(&s, &["GET", "/v9/nothing/here"]);
-    assert_eq!((r[0].as_str(), error_class(&r[2]).as_str()), ("404", "http_not_found_error"));
+    assert_eq!(
+        (r[0].as_str(), error_class(&r[2]).as_str()),
+        ("404", "http_not_found_error")
+    );
 
     // Known route, no credentials, not the backdoor: 401.
     let r = raw(&s, &["GET", "/v2/encryption/key-store/status"]);
-    assert_eq!((r[0].as_str(), error_class(&r[2]).as_str()), ("401", "http_unauthorized_error"));
+    assert_eq!(
+        (r[0].as_str(), error_class(&r[2]).as_str()),
+        ("401", "http_unauthorized_error")
+    );
 
     // Malformed JSON and wrong types: 400, and the node is never called.
     for body in [
@@ -61,7 +81,17 @@ fn bad_requests_get_json_errors() {
         "{\"key_id\": 7}",
         "{\"key_id\": \"k\", \"extra\": true}",
     ] {
-        let r = raw(&s, &["POST", "/v2/encryption/rotate-keys", "--body", body, h[0], h[1]]);
+        let r = raw(
+            &s,
+            &[
+                "POST",
+                "/v2/encryption/rotate-keys",
+                "--body",
+                body,
+                h[0],
+                h[1],
+            ],
+        );
         assert_eq!(r[0], "400", "{body}: {r:?}");
         assert_eq!(error_class(&r[2]), "http_bad_request_error");
     }
@@ -74,7 +104,17 @@ fn bad_requests_get_json_errors() {
         "{\"type\": \"KMS\", \"kms_store\": {\"client_cert\": \"c\", \"client_private_key\": \"k\", \
          \"server_ca_cert\": \"a\", \"hostname\": \"h\", \"port\": 5696}}",
     ] {
-        let r = raw(&s, &["PUT", "/v2/encryption/key-store", "--body", body, h[0], h[1]]);
+        let r = raw(
+            &s,
+            &[
+                "PUT",
+                "/v2/encryption/key-store",
+                "--body",
+                body,
+                h[0],
+                h[1],
+            ],
+        );
         assert_eq!(r[0], "400", "{body}: {r:?}");
         assert_eq!(error_class(&r[2]), "http_bad_request_error");
     }
@@ -85,12 +125,35 @@ fn bad_requests_get_json_errors() {
     let body = "{\"type\": \"KMS\", \"kms_store\": {\"client_cert\": \"c\", \"client_private_key\": \
                 \"k\", \"server_ca_cert\": \"a\", \"hostname\": \"h\", \"port\": 5696, \
                 \"key_id\": \"x\"}}";
-    let r = raw(&s, &["PUT", "/v2/encryption/key-store", "--body", body, h[0], h[1]]);
+    let r = raw(
+        &s,
+        &[
+            "PUT",
+            "/v2/encryption/key-store",
+            "--body",
+            body,
+            h[0],
+            h[1],
+        ],
+    );
     assert_eq!(r[0], "200", "{r:?}");
-    assert_eq!(s.node.state.lock().unwrap().kms, Some(("h".into(), 5696, "x".into())));
+    assert_eq!(
+        s.node.state.lock().unwrap().kms,
+        Some(("h".into(), 5696, "x".into()))
+    );
 
     // Oversized body: 413 with a JSON error.
-    let r = raw(&s, &["POST", "/v2/encryption/rotate-keys", "--body-size", "5000", h[0], h[1]]);
+    let r = raw(
+        &s,
+        &[
+            "POST",
+            "/v2/encryption/rotate-keys",
+            "--body-size",
+            "5000",
+            h[0],
+            h[1],
+        ],
+    );
     assert_eq!(r[0], "413", "{r:?}");
     assert_eq!(error_class(&r[2]), "http_payload_too_large_error");
 
@@ -100,7 +163,15 @@ fn bad_requests_get_json_errors() {
     error_class(&r[2]);
 
     // An expired or made-up token.
-    let r = raw(&s, &["GET", "/v1/session/who-am-i", "--header", "Authorization: Bearer atrest-x"]);
+    let r = raw(
+        &s,
+        &[
+            "GET",
+            "/v1/session/who-am-i",
+            "--header",
+            "Authorization: Bearer atrest-x",
+        ],
+    );
     assert_eq!(r[0], "401");
 }
 
@@ -109,7 +180,17 @@ fn stale_etag_is_refused_and_keep_alive_works() {
     let s = TestServer::start();
     let auth = admin_header(&s);
     let create = "{\"name\": \"R1\", \"description\": \"d\", \"privileges\": []}";
-    let r = raw(&s, &["POST", "/v1/auth/roles/", "--body", create, "--header", &auth]);
+    let r = raw(
+        &s,
+        &[
+            "POST",
+            "/v1/auth/roles/",
+            "--body",
+            create,
+            "--header",
+            &auth,
+        ],
+    );
     assert_eq!(r[0], "200", "{r:?}");
 
     // Two PATCHes with the same If-Match on one connection: the first changes the role and
@@ -117,8 +198,17 @@ fn stale_etag_is_refused_and_keep_alive_works() {
     let patch = "{\"privileges\": [\"PRIVILEGE_ROLE_READ\"]}";
     let r = raw(
         &s,
-        &["PATCH", "/v1/auth/roles/R1", "--body", patch, "--header", &auth,
-          "--if-match-from", "/v1/auth/roles/R1", "--twice"],
+        &[
+            "PATCH",
+            "/v1/auth/roles/R1",
+            "--body",
+            patch,
+            "--header",
+            &auth,
+            "--if-match-from",
+            "/v1/auth/roles/R1",
+            "--twice",
+        ],
     );
     assert_eq!(r.len(), 6, "{r:?}");
     assert_eq!(r[0], "200", "{r:?}");
@@ -127,7 +217,17 @@ fn stale_etag_is_refused_and_keep_alive_works() {
 
     // An unknown privilege is refused.
     let bad = "{\"privileges\": [\"PRIVILEGE_NOPE\"]}";
-    let r = raw(&s, &["PATCH", "/v1/auth/roles/R1", "--body", bad, "--header", &auth]);
+    let r = raw(
+        &s,
+        &[
+            "PATCH",
+            "/v1/auth/roles/R1",
+            "--body",
+            bad,
+            "--header",
+            &auth,
+        ],
+    );
     assert_eq!(r[0], "400", "{r:?}");
 }
 
@@ -141,7 +241,9 @@ fn slow_client_does_not_hold_up_others() {
         let python = qq_path().with_file_name("python");
         Command::new(python)
             .args([
-                root.join("tests/qq/raw_request.py").to_string_lossy().as_ref(),
+                root.join("tests/qq/raw_request.py")
+                    .to_string_lossy()
+                    .as_ref(),
                 &s.port.to_string(),
                 "GET",
                 "/",
@@ -163,13 +265,17 @@ fn slow_client_does_not_hold_up_others() {
 
     let o = slow.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(said.starts_with("closed after"), "the stalled client was not cut off: {said}");
+    assert!(
+        said.starts_with("closed after"),
+        "the stalled client was not cut off: {said}"
+    );
     let secs: f64 = said.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(secs < 10.0, "{said}");
 
     // The idle TCP connection is closed by the TLS handshake timeout.
     use std::io::Read;
-    idle.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut buf = [0u8; 16];
     let n = (&idle).read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "the idle connection should be closed");

@@ -50,13 +50,21 @@ pub struct Response {
 
 impl Response {
     fn ok(body: Value) -> Self {
-        Response { status: 200, body, etag: None }
+        Response {
+            status: 200,
+            body,
+            etag: None,
+        }
     }
 
     /// The answer for an error.
     pub fn error(e: &ApiError) -> Self {
         let body = serde_json::to_value(e.body()).unwrap_or(Value::Null);
-        Response { status: e.status, body, etag: None }
+        Response {
+            status: e.status,
+            body,
+            etag: None,
+        }
     }
 }
 
@@ -93,7 +101,9 @@ fn percent_decode(s: &str) -> Result<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
             let v = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
             match v {
                 Some(v) => out.push(v),
@@ -110,8 +120,13 @@ fn percent_decode(s: &str) -> Result<String> {
 
 /// Parses a JSON body; an empty body reads as `{}`.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("Bad request body: {e}")))
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Bad request body: {e}")))
 }
 
 /// A port given as a number or as a decimal string.
@@ -236,7 +251,9 @@ fn loose_text(v: &Option<Value>) -> Result<String> {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Number(n)) => Ok(n.to_string()),
-        Some(other) => Err(ApiError::bad_request(format!("Expected a string, found {other}"))),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Expected a string, found {other}"
+        ))),
     }
 }
 
@@ -249,11 +266,21 @@ impl App {
     ) -> std::io::Result<Self> {
         let dir = Directory::open(state_dir, session_ttl)?;
         let audit = AuditLog::open(&api_dir(state_dir))?;
-        Ok(App { node, dir: Mutex::new(dir), audit })
+        Ok(App {
+            node,
+            dir: Mutex::new(dir),
+            audit,
+        })
     }
 
     fn audit(&self, who: &str, req: &Request, action: &str, key_ids: Vec<String>, out: String) {
-        let event = AuditEvent { user: who, peer: req.peer.to_string(), action, key_ids, outcome: out };
+        let event = AuditEvent {
+            user: who,
+            peer: req.peer.to_string(),
+            action,
+            key_ids,
+            outcome: out,
+        };
         self.audit.record(&event);
     }
 
@@ -280,14 +307,18 @@ impl App {
             if is_backdoor_peer(&req.peer) {
                 return Ok(Principal::LocalRoot);
             }
-            return Err(ApiError::unauthorized("Need to log in first to establish credentials."));
+            return Err(ApiError::unauthorized(
+                "Need to log in first to establish credentials.",
+            ));
         };
         let token = header
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::unauthorized("Authorization must be a bearer token"))?;
         match self.dir.lock().session_user(token.trim()) {
             Some(id) => Ok(Principal::User(id)),
-            None => Err(ApiError::unauthorized("The session is unknown or has expired")),
+            None => Err(ApiError::unauthorized(
+                "The session is unknown or has expired",
+            )),
         }
     }
 
@@ -297,7 +328,10 @@ impl App {
             return Ok(());
         }
         let name = self.principal_name(who);
-        let outcome = format!("denied: missing {privilege} for {} {}", req.method, req.path);
+        let outcome = format!(
+            "denied: missing {privilege} for {} {}",
+            req.method, req.path
+        );
         self.audit(&name, req, "privilege_denied", Vec::new(), outcome);
         Err(ApiError::forbidden(privilege))
     }
@@ -322,15 +356,22 @@ impl App {
 
         match (m, s.as_slice()) {
             // ----- encryption -----
-            ("GET", ["v2", "encryption", "key-store", "status"] | ["v1", "encryption", "status"]) => {
+            (
+                "GET",
+                ["v2", "encryption", "key-store", "status"] | ["v1", "encryption", "status"],
+            ) => {
                 self.require(&who, req, privs::ENCRYPTION_READ)?;
                 let status = self.node.key_store_status();
-                Ok(Response::ok(serde_json::to_value(status).unwrap_or(Value::Null)))
+                Ok(Response::ok(
+                    serde_json::to_value(status).unwrap_or(Value::Null),
+                ))
             }
             ("GET", ["v2", "encryption", "key-store"]) => {
                 self.require(&who, req, privs::ENCRYPTION_READ)?;
                 let view = self.node.key_store();
-                Ok(Response::ok(serde_json::to_value(view).unwrap_or(Value::Null)))
+                Ok(Response::ok(
+                    serde_json::to_value(view).unwrap_or(Value::Null),
+                ))
             }
             ("PUT", ["v2", "encryption", "key-store"]) => self.set_key_store(&who, req),
             ("POST", ["v2", "encryption", "external-kms", "keys", "create"]) => {
@@ -366,15 +407,20 @@ impl App {
             // ----- roles -----
             ("GET", ["v1", "auth", "privileges"]) => {
                 self.require(&who, req, privs::ROLE_READ)?;
-                let map: serde_json::Map<String, Value> =
-                    privs::ALL.iter().map(|(p, d)| (p.to_string(), json!(d))).collect();
+                let map: serde_json::Map<String, Value> = privs::ALL
+                    .iter()
+                    .map(|(p, d)| (p.to_string(), json!(d)))
+                    .collect();
                 Ok(Response::ok(Value::Object(map)))
             }
             ("GET", ["v1", "auth", "roles"]) => {
                 self.require(&who, req, privs::ROLE_READ)?;
                 let d = self.dir.lock();
-                let map: serde_json::Map<String, Value> =
-                    d.roles().iter().map(|r| (r.name.clone(), role_json(r))).collect();
+                let map: serde_json::Map<String, Value> = d
+                    .roles()
+                    .iter()
+                    .map(|r| (r.name.clone(), role_json(r)))
+                    .collect();
                 Ok(Response::ok(Value::Object(map)))
             }
             ("POST", ["v1", "auth", "roles"]) => {
@@ -382,14 +428,24 @@ impl App {
                 let c: RoleCreate = parse(&req.body)?;
                 let mut d = self.dir.lock();
                 d.create_role(&c.name, &c.description, c.privileges.into_iter().collect())?;
-                let r = d.role(&c.name).ok_or_else(|| ApiError::internal("role vanished"))?;
-                Ok(Response { etag: Some(Directory::role_etag(r)), ..Response::ok(role_json(r)) })
+                let r = d
+                    .role(&c.name)
+                    .ok_or_else(|| ApiError::internal("role vanished"))?;
+                Ok(Response {
+                    etag: Some(Directory::role_etag(r)),
+                    ..Response::ok(role_json(r))
+                })
             }
             ("GET", ["v1", "auth", "roles", name]) => {
                 self.require(&who, req, privs::ROLE_READ)?;
                 let d = self.dir.lock();
-                let r = d.role(name).ok_or_else(|| ApiError::not_found(format!("No role {name}")))?;
-                Ok(Response { etag: Some(Directory::role_etag(r)), ..Response::ok(role_json(r)) })
+                let r = d
+                    .role(name)
+                    .ok_or_else(|| ApiError::not_found(format!("No role {name}")))?;
+                Ok(Response {
+                    etag: Some(Directory::role_etag(r)),
+                    ..Response::ok(role_json(r))
+                })
             }
             ("PATCH" | "PUT", ["v1", "auth", "roles", name]) => {
                 self.require(&who, req, privs::ROLE_WRITE)?;
@@ -397,8 +453,13 @@ impl App {
                 let mut d = self.dir.lock();
                 let set = p.privileges.map(|v| v.into_iter().collect::<BTreeSet<_>>());
                 d.modify_role(name, req.if_match.as_deref(), p.description, set)?;
-                let r = d.role(name).ok_or_else(|| ApiError::internal("role vanished"))?;
-                Ok(Response { etag: Some(Directory::role_etag(r)), ..Response::ok(role_json(r)) })
+                let r = d
+                    .role(name)
+                    .ok_or_else(|| ApiError::internal("role vanished"))?;
+                Ok(Response {
+                    etag: Some(Directory::role_etag(r)),
+                    ..Response::ok(role_json(r))
+                })
             }
             ("DELETE", ["v1", "auth", "roles", name]) => {
                 self.require(&who, req, privs::ROLE_WRITE)?;
@@ -408,9 +469,14 @@ impl App {
             ("GET", ["v1", "auth", "roles", name, "members"]) => {
                 self.require(&who, req, privs::ROLE_READ)?;
                 let d = self.dir.lock();
-                let r = d.role(name).ok_or_else(|| ApiError::not_found(format!("No role {name}")))?;
-                let members: serde_json::Map<String, Value> =
-                    r.members.iter().map(|m| (m.auth_id.clone(), json!(m))).collect();
+                let r = d
+                    .role(name)
+                    .ok_or_else(|| ApiError::not_found(format!("No role {name}")))?;
+                let members: serde_json::Map<String, Value> = r
+                    .members
+                    .iter()
+                    .map(|m| (m.auth_id.clone(), json!(m)))
+                    .collect();
                 Ok(Response::ok(json!({
                     "members": members,
                     "paging": {"next": null, "prev": null},
@@ -477,7 +543,11 @@ impl App {
             ("GET", ["v1", "groups"]) => {
                 self.require(&who, req, privs::LOCAL_GROUP_READ)?;
                 let d = self.dir.lock();
-                let list: Vec<Value> = d.groups().iter().map(|(g, n)| group_json(&d, *g, n)).collect();
+                let list: Vec<Value> = d
+                    .groups()
+                    .iter()
+                    .map(|(g, n)| group_json(&d, *g, n))
+                    .collect();
                 Ok(Response::ok(json!(list)))
             }
             _ => not_allowed(),
@@ -509,15 +579,25 @@ impl App {
     }
 
     fn user_id(&self, text: &str) -> Result<u64> {
-        text.parse().map_err(|_| ApiError::not_found(format!("No local user with id {text}")))
+        text.parse()
+            .map_err(|_| ApiError::not_found(format!("No local user with id {text}")))
     }
 
     fn require_self_or(&self, who: &Principal, req: &Request, id: u64, p: &str) -> Result<()> {
-        if *who == Principal::User(id) { Ok(()) } else { self.require(who, req, p) }
+        if *who == Principal::User(id) {
+            Ok(())
+        } else {
+            self.require(who, req, p)
+        }
     }
 
     fn groups_of_identity(&self, d: &Directory, id: &Identity) -> Vec<Value> {
-        let user = id.auth_id.parse::<u64>().ok().and_then(|n| d.user(n)).filter(|_| id.domain == "LOCAL");
+        let user = id
+            .auth_id
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| d.user(n))
+            .filter(|_| id.domain == "LOCAL");
         match user {
             Some(u) => d
                 .groups()
@@ -537,7 +617,13 @@ impl App {
         let password = Zeroizing::new(l.password);
         let found = self.dir.lock().check_login(&l.username, &password);
         let Some(id) = found else {
-            self.audit(&l.username, req, "login", Vec::new(), "failure: bad credentials".into());
+            self.audit(
+                &l.username,
+                req,
+                "login",
+                Vec::new(),
+                "failure: bad credentials".into(),
+            );
             return Err(ApiError::login_failed());
         };
         let token = self.dir.lock().create_session(id)?;
@@ -581,14 +667,29 @@ impl App {
         let uid_text = loose_text(&c.uid)?;
         let uid = match uid_text.trim() {
             "" => None,
-            t => Some(t.parse::<u32>().map_err(|_| ApiError::bad_request(format!("Bad uid {t}")))?),
+            t => Some(
+                t.parse::<u32>()
+                    .map_err(|_| ApiError::bad_request(format!("Bad uid {t}")))?,
+            ),
         };
-        let id = d.add_user(&c.name, password.as_deref().map(|s| s.as_str()), group, uid, c.home_directory)?;
+        let id = d.add_user(
+            &c.name,
+            password.as_deref().map(|s| s.as_str()),
+            group,
+            uid,
+            c.home_directory,
+        )?;
         let u = d.user(id).ok_or_else(|| no_user(id))?;
         let body = user_json(&d, u);
         drop(d);
         let name = self.principal_name(who);
-        self.audit(&name, req, "add_user", Vec::new(), format!("success: added {}", c.name));
+        self.audit(
+            &name,
+            req,
+            "add_user",
+            Vec::new(),
+            format!("success: added {}", c.name),
+        );
         Ok(Response::ok(body))
     }
 
@@ -598,7 +699,9 @@ impl App {
         let target = match (put.store_type.as_str(), put.kms_store) {
             ("Local", None) => SetKeyStore::Local,
             ("Local", Some(_)) => {
-                return Err(ApiError::bad_request("A Local key store takes no kms_store"));
+                return Err(ApiError::bad_request(
+                    "A Local key store takes no kms_store",
+                ));
             }
             ("KMS", Some(k)) => {
                 let k = k.into_request()?;
@@ -641,8 +744,20 @@ impl App {
         let name = self.principal_name(who);
         let result = self.node.create_kms_key(&c.key_name, cfg);
         match &result {
-            Ok(id) => self.audit(&name, req, "create_kms_key", vec![id.clone()], "success".into()),
-            Err(e) => self.audit(&name, req, "create_kms_key", Vec::new(), format!("failure: {e}")),
+            Ok(id) => self.audit(
+                &name,
+                req,
+                "create_kms_key",
+                vec![id.clone()],
+                "success".into(),
+            ),
+            Err(e) => self.audit(
+                &name,
+                req,
+                "create_kms_key",
+                Vec::new(),
+                format!("failure: {e}"),
+            ),
         }
         Ok(Response::ok(json!({ "key_id": result? })))
     }
@@ -694,4 +809,200 @@ fn user_json(d: &Directory, u: &UserRecord) -> Value {
 
 fn group_json(d: &Directory, id: u64, name: &str) -> Value {
     json!({ "id": id.to_string(), "name": name, "sid": d.local_sid(id), "gid": "" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::control::{ControlError, KeyStoreStatus, KeyStoreType};
+
+    /// A node that answers reads and counts rotations.
+    #[derive(Default)]
+    struct Node {
+        rotations: Mutex<u32>,
+    }
+
+    impl NodeControl for Node {
+        fn key_store_status(&self) -> KeyStoreStatus {
+            KeyStoreStatus {
+                store_type: KeyStoreType::Local,
+                status: "Encrypted".into(),
+                ca_cert_expiry: None,
+                client_cert_expiry: None,
+                last_key_rotation_time: None,
+                last_status_update_time: None,
+            }
+        }
+        fn key_store(&self) -> KeyStoreView {
+            KeyStoreView::Local {
+                status: "Encrypted".into(),
+            }
+        }
+        fn set_key_store(&self, _req: SetKeyStore) -> std::result::Result<(), ControlError> {
+            Err(ControlError::Unavailable(
+                "Cannot connect to KMS server.".into(),
+            ))
+        }
+        fn create_kms_key(
+            &self,
+            _name: &str,
+            _cfg: Option<KmsConfigRequest>,
+        ) -> std::result::Result<String, ControlError> {
+            Err(ControlError::Conflict("busy".into()))
+        }
+        fn rotate_keys(&self, _key_id: Option<String>) -> std::result::Result<(), ControlError> {
+            *self.rotations.lock() += 1;
+            Ok(())
+        }
+    }
+
+    fn req(method: &str, path: &str, peer: &str, auth: Option<&str>, body: &str) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            authorization: auth.map(String::from),
+            if_match: None,
+            peer: peer.parse().unwrap(),
+            body: Zeroizing::new(body.as_bytes().to_vec()),
+        }
+    }
+
+    fn app() -> (tempfile::TempDir, Arc<Node>, App) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::api::init_state(dir.path(), Some("pw")).unwrap();
+        let node = Arc::new(Node::default());
+        let app = App::open(dir.path(), Duration::from_secs(60), node.clone()).unwrap();
+        (dir, node, app)
+    }
+
+    #[test]
+    fn backdoor_needs_loopback_and_privileged_port() {
+        assert!(is_backdoor_peer(&"127.0.0.1:900".parse().unwrap()));
+        assert!(is_backdoor_peer(&"[::1]:1023".parse().unwrap()));
+        assert!(is_backdoor_peer(
+            &"[::ffff:127.0.0.1]:1000".parse().unwrap()
+        ));
+        assert!(!is_backdoor_peer(&"127.0.0.1:899".parse().unwrap()));
+        assert!(!is_backdoor_peer(&"127.0.0.1:1024".parse().unwrap()));
+        assert!(!is_backdoor_peer(&"10.0.0.1:1000".parse().unwrap()));
+    }
+
+    #[test]
+    fn paths_are_split_and_decoded() {
+        assert_eq!(
+            segments("/v1/auth/roles/").unwrap(),
+            ["v1", "auth", "roles"]
+        );
+        assert_eq!(
+            segments("/v1/auth/roles/a%20b").unwrap(),
+            ["v1", "auth", "roles", "a b"]
+        );
+        assert!(segments("/v1/%zz").is_err());
+        assert!(segments("/v1/%ff").is_err());
+    }
+
+    #[test]
+    fn backdoor_header_and_errors() {
+        let (_d, node, app) = app();
+        // Backdoor peer, no header: local root may rotate.
+        let r = app.handle(&req(
+            "POST",
+            "/v2/encryption/rotate-keys",
+            "127.0.0.1:901",
+            None,
+            "",
+        ));
+        assert_eq!(r.status, 200);
+        assert_eq!(*node.rotations.lock(), 1);
+        // Same peer with a bad header: the header is checked, not ignored.
+        let bad = Some("Bearer nope");
+        let r = app.handle(&req(
+            "POST",
+            "/v2/encryption/rotate-keys",
+            "127.0.0.1:901",
+            bad,
+            "",
+        ));
+        assert_eq!(r.status, 401);
+        assert_eq!(*node.rotations.lock(), 1);
+        // Node errors map to their statuses.
+        let put = "{\"type\": \"KMS\", \"kms_store\": {\"client_cert\": \"c\", \
+                   \"client_private_key\": \"SECRET\", \"server_ca_cert\": \"a\", \
+                   \"hostname\": \"h\", \"port\": \"5696\", \"key_id\": \"k\"}}";
+        let r = app.handle(&req(
+            "PUT",
+            "/v2/encryption/key-store",
+            "127.0.0.1:901",
+            None,
+            put,
+        ));
+        assert_eq!(r.status, 503);
+        assert_eq!(r.body["error_class"], "http_service_unavailable_error");
+        let create = "{\"key_name\": \"n\"}";
+        let path = "/v2/encryption/external-kms/keys/create";
+        let r = app.handle(&req("POST", path, "127.0.0.1:901", None, create));
+        assert_eq!(r.status, 409);
+        // The private key never reaches the audit log.
+        let audit = std::fs::read_to_string(_d.path().join("api/audit.log")).unwrap();
+        assert!(audit.contains("set_key_store") && !audit.contains("SECRET"));
+    }
+
+    #[test]
+    fn tokens_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::api::init_state(dir.path(), Some("pw")).unwrap();
+        let app = App::open(
+            dir.path(),
+            Duration::from_secs(0),
+            Arc::new(Node::default()),
+        )
+        .unwrap();
+        let login = "{\"username\": \"admin\", \"password\": \"pw\"}";
+        let r = app.handle(&req(
+            "POST",
+            "/v1/session/login",
+            "127.0.0.1:40000",
+            None,
+            login,
+        ));
+        assert_eq!(r.status, 200);
+        let header = format!("Bearer {}", r.body["bearer_token"].as_str().unwrap());
+        let who = req(
+            "GET",
+            "/v1/session/who-am-i",
+            "127.0.0.1:40000",
+            Some(&header),
+            "",
+        );
+        assert_eq!(app.handle(&who).status, 401);
+        // Sessions are stored as digests only.
+        let sessions = std::fs::read_to_string(dir.path().join("api/sessions.json")).unwrap();
+        assert!(!sessions.contains(&header[7..]));
+    }
+
+    #[test]
+    fn stale_if_match_is_refused() {
+        let (_d, _n, app) = app();
+        let root = "127.0.0.1:950";
+        let body = "{\"name\": \"R\", \"privileges\": []}";
+        assert_eq!(
+            app.handle(&req("POST", "/v1/auth/roles/", root, None, body))
+                .status,
+            200
+        );
+        let got = app.handle(&req("GET", "/v1/auth/roles/r", root, None, ""));
+        let tag = got.etag.clone().unwrap();
+        let mut patch = req(
+            "PATCH",
+            "/v1/auth/roles/R",
+            root,
+            None,
+            "{\"privileges\": [\"PRIVILEGE_ROLE_READ\"]}",
+        );
+        patch.if_match = Some(tag.clone());
+        assert_eq!(app.handle(&patch).status, 200);
+        let again = app.handle(&patch);
+        assert_eq!(again.status, 412);
+        assert_eq!(again.body["error_class"], "http_precondition_failed_error");
+    }
 }

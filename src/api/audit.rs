@@ -48,13 +48,23 @@ impl AuditLog {
     /// Opens (creating with mode 0600) the audit log in `api_dir`.
     pub fn open(api_dir: &Path) -> io::Result<Self> {
         let path = api_dir.join("audit.log");
-        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
-        Ok(AuditLog { path, file: Mutex::new(file) })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(AuditLog {
+            path,
+            file: Mutex::new(file),
+        })
     }
 
     /// Appends one record and syncs it. A failure to write is logged, never fatal.
     pub fn record(&self, event: &AuditEvent<'_>) {
-        let line = Line { time: rfc3339_nanos(OffsetDateTime::now_utc()), event };
+        let line = Line {
+            time: rfc3339_nanos(OffsetDateTime::now_utc()),
+            event,
+        };
         let mut text = match serde_json::to_string(&line) {
             Ok(t) => t,
             Err(e) => {

@@ -138,9 +138,16 @@ fn connect_from_port(addr: SocketAddr, port: u16) -> io::Result<TcpStream> {
         socket, sockopt,
     };
 
-    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
     let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-    let linger = nix::libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     setsockopt(&fd, sockopt::Linger, &linger)?;
     match addr {
         SocketAddr::V4(a) => {
@@ -161,7 +168,12 @@ impl Client {
     /// A client for `host:port` that sends `token` as a bearer token, if given. The
     /// connection is made on the first request.
     pub fn new(host: &str, port: u16, token: Option<String>) -> Self {
-        Client { host: host.to_string(), port, token, stream: None }
+        Client {
+            host: host.to_string(),
+            port,
+            token,
+            stream: None,
+        }
     }
 
     fn connect(&mut self) -> Result<(), ClientError> {
@@ -228,7 +240,11 @@ impl Client {
             None if status == 401 => "Need to log in first to establish credentials.".into(),
             None => "Dev error: No json error response.".into(),
         };
-        Err(ClientError::Api { status, class, description })
+        Err(ClientError::Api {
+            status,
+            class,
+            description,
+        })
     }
 
     fn exchange(
@@ -237,7 +253,10 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Vec<u8>, bool), ClientError> {
-        let stream = self.stream.as_mut().ok_or_else(|| ClientError::Connection("closed".into()))?;
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| ClientError::Connection("closed".into()))?;
         let payload = match body {
             Some(v) => serde_json::to_vec(v).map_err(|e| ClientError::Command(e.to_string()))?,
             None => Vec::new(),
@@ -273,7 +292,10 @@ fn read_answer<R: BufRead>(r: &mut R) -> Result<(u16, Vec<u8>, bool), ClientErro
     }
     let mut parts = line.split_whitespace();
     let _version = parts.next().ok_or_else(|| bad("no version"))?;
-    let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad("status"))?;
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("status"))?;
 
     let mut length: Option<usize> = None;
     let mut close = false;
@@ -286,7 +308,9 @@ fn read_answer<R: BufRead>(r: &mut R) -> Result<(u16, Vec<u8>, bool), ClientErro
         if l.is_empty() {
             break;
         }
-        let Some((k, v)) = l.split_once(':') else { return Err(bad("header line")) };
+        let Some((k, v)) = l.split_once(':') else {
+            return Err(bad("header line"));
+        };
         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
         if k == "content-length" {
             length = Some(v.parse().map_err(|_| bad("content-length"))?);

@@ -59,8 +59,14 @@ impl Serialize for KeyStoreStatus {
         m.serialize_entry("status", &self.status)?;
         m.serialize_entry("ca_cert_expiry", &time(&self.ca_cert_expiry))?;
         m.serialize_entry("client_cert_expiry", &time(&self.client_cert_expiry))?;
-        m.serialize_entry("last_key_rotation_time", &time(&self.last_key_rotation_time))?;
-        m.serialize_entry("last_status_update_time", &time(&self.last_status_update_time))?;
+        m.serialize_entry(
+            "last_key_rotation_time",
+            &time(&self.last_key_rotation_time),
+        )?;
+        m.serialize_entry(
+            "last_status_update_time",
+            &time(&self.last_status_update_time),
+        )?;
         m.end()
     }
 }
@@ -93,7 +99,12 @@ impl Serialize for KeyStoreView {
                 "type": "Local",
                 "local_store": { "status": status },
             }),
-            KeyStoreView::Kms { hostname, port, key_id, config_creation_time } => {
+            KeyStoreView::Kms {
+                hostname,
+                port,
+                key_id,
+                config_creation_time,
+            } => {
                 serde_json::json!({
                     "type": "KMS",
                     "kms_store": {
@@ -219,8 +230,11 @@ pub trait NodeControl: Send + Sync + 'static {
 
     /// Creates an AES-256 key named `name` on the KMIP server of `cfg`, or of the active
     /// configuration when `cfg` is `None`, and returns its unique identifier.
-    fn create_kms_key(&self, name: &str, cfg: Option<KmsConfigRequest>)
-    -> Result<String, ControlError>;
+    fn create_kms_key(
+        &self,
+        name: &str,
+        cfg: Option<KmsConfigRequest>,
+    ) -> Result<String, ControlError>;
 
     /// Rotates the master key. With `None`: to a new key in the active store (a new random
     /// local key; for a KMS, as the node's store defines). With `Some(id)`: to the KMS key `id`.

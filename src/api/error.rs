@@ -17,7 +17,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: u16, class: &'static str, description: impl Into<String>) -> Self {
-        ApiError { status, class, description: description.into() }
+        ApiError {
+            status,
+            class,
+            description: description.into(),
+        }
     }
 
     /// 400: the body or path is malformed.
@@ -32,12 +36,20 @@ impl ApiError {
 
     /// 401 for a failed login.
     pub fn login_failed() -> Self {
-        Self::new(401, "auth_login_failed_error", "Invalid username or password")
+        Self::new(
+            401,
+            "auth_login_failed_error",
+            "Invalid username or password",
+        )
     }
 
     /// 403: the caller lacks `privilege`.
     pub fn forbidden(privilege: &str) -> Self {
-        Self::new(403, "http_forbidden_error", format!("Missing privilege {privilege}"))
+        Self::new(
+            403,
+            "http_forbidden_error",
+            format!("Missing privilege {privilege}"),
+        )
     }
 
     /// 403 with a given description.

@@ -11,8 +11,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -197,7 +197,9 @@ pub fn hash_password(password: &str) -> io::Result<String> {
 /// Checks `password` against a PHC hash; a malformed hash never matches.
 fn verify_password(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
-        Ok(h) => Argon2::default().verify_password(password.as_bytes(), &h).is_ok(),
+        Ok(h) => Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -266,8 +268,12 @@ impl Directory {
     }
 
     fn initial_users(password: Option<&str>) -> io::Result<UsersFile> {
-        let machine_sid =
-            format!("S-1-5-21-{}-{}-{}", random_u32()?, random_u32()?, random_u32()?);
+        let machine_sid = format!(
+            "S-1-5-21-{}-{}-{}",
+            random_u32()?,
+            random_u32()?,
+            random_u32()?
+        );
         let password_hash = password.map(hash_password).transpose()?;
         let admin = UserRecord {
             id: ADMIN_USER_ID,
@@ -277,7 +283,11 @@ impl Directory {
             uid: None,
             home_directory: None,
         };
-        Ok(UsersFile { machine_sid, next_id: FIRST_USER_ID, users: vec![admin] })
+        Ok(UsersFile {
+            machine_sid,
+            next_id: FIRST_USER_ID,
+            users: vec![admin],
+        })
     }
 
     fn initial_roles() -> RolesFile {
@@ -300,7 +310,11 @@ impl Directory {
             sid: None,
             name: Some("admin".into()),
         };
-        if let Some(r) = file.roles.iter_mut().find(|r| r.name == privileges::ADMINISTRATORS) {
+        if let Some(r) = file
+            .roles
+            .iter_mut()
+            .find(|r| r.name == privileges::ADMINISTRATORS)
+        {
             r.members.push(admin);
         }
         file
@@ -366,13 +380,17 @@ impl Directory {
         home_directory: Option<String>,
     ) -> Result<u64, ApiError> {
         if name.is_empty() || name.len() > 256 || name.chars().any(|c| c.is_control()) {
-            return Err(ApiError::bad_request("User name must be 1 to 256 printable characters"));
+            return Err(ApiError::bad_request(
+                "User name must be 1 to 256 printable characters",
+            ));
         }
         if name.chars().all(|c| c.is_ascii_digit()) {
             return Err(ApiError::bad_request("User name must not be a number"));
         }
         if self.user_by_name(name).is_some() || LOCAL_GROUPS.iter().any(|(_, g)| *g == name) {
-            return Err(ApiError::conflict(format!("A user or group named {name} exists")));
+            return Err(ApiError::conflict(format!(
+                "A user or group named {name} exists"
+            )));
         }
         let password_hash = password.map(hash_password).transpose()?;
         let id = self.users.next_id;
@@ -418,7 +436,8 @@ impl Directory {
         users.users.retain(|u| u.id != id);
         let mut roles = self.roles.clone();
         for r in &mut roles.roles {
-            r.members.retain(|m| !(m.domain == "LOCAL" && m.auth_id == id.to_string()));
+            r.members
+                .retain(|m| !(m.domain == "LOCAL" && m.auth_id == id.to_string()));
         }
         let mut sessions = self.sessions.clone();
         sessions.sessions.retain(|s| s.user_id != id);
@@ -560,7 +579,10 @@ impl Directory {
         if let Some(u) = self.user(id) {
             return Some(self.user_identity(u));
         }
-        LOCAL_GROUPS.iter().find(|(g, _)| *g == id).map(|(g, n)| self.group_identity(*g, n))
+        LOCAL_GROUPS
+            .iter()
+            .find(|(g, _)| *g == id)
+            .map(|(g, n)| self.group_identity(*g, n))
     }
 
     fn local_by_name(&self, name: &str) -> Option<Identity> {
@@ -584,10 +606,10 @@ impl Directory {
             return match id {
                 EVERYONE_AUTH_ID => Ok(Self::everyone()),
                 _ if id < (1 << 32) => self.local_by_id(id).ok_or_else(missing),
-                _ if id < POSIX_GROUP_BASE && id >= POSIX_USER_BASE => {
+                _ if (POSIX_USER_BASE..POSIX_GROUP_BASE).contains(&id) => {
                     Self::posix_user(i64::try_from(id - POSIX_USER_BASE).unwrap_or(-1))
                 }
-                _ if id < SID_BASE && id >= POSIX_GROUP_BASE => {
+                _ if (POSIX_GROUP_BASE..SID_BASE).contains(&id) => {
                     Self::posix_group(i64::try_from(id - POSIX_GROUP_BASE).unwrap_or(-1))
                 }
                 _ => self.known_member(a).ok_or_else(missing),
@@ -621,11 +643,18 @@ impl Directory {
                 _ => Err(missing()),
             };
         }
-        Err(ApiError::bad_request("The identity names no auth_id, uid, gid, sid or name"))
+        Err(ApiError::bad_request(
+            "The identity names no auth_id, uid, gid, sid or name",
+        ))
     }
 
     fn known_member(&self, auth_id: &str) -> Option<Identity> {
-        self.roles.roles.iter().flat_map(|r| r.members.iter()).find(|m| m.auth_id == auth_id).cloned()
+        self.roles
+            .roles
+            .iter()
+            .flat_map(|r| r.members.iter())
+            .find(|m| m.auth_id == auth_id)
+            .cloned()
     }
 
     /// The identities a principal acts as: itself, its primary group, Everyone and its POSIX
@@ -651,13 +680,22 @@ impl Directory {
 
     /// The role with this name (case-insensitive).
     pub fn role(&self, name: &str) -> Option<&RoleRecord> {
-        self.roles.roles.iter().find(|r| r.name.eq_ignore_ascii_case(name))
+        self.roles
+            .roles
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(name))
     }
 
     /// The roles a principal holds.
     pub fn roles_of(&self, who: &Principal) -> Vec<&RoleRecord> {
         match who {
-            Principal::LocalRoot => self.roles.roles.iter().filter(|r| r.builtin).take(1).collect(),
+            Principal::LocalRoot => self
+                .roles
+                .roles
+                .iter()
+                .filter(|r| r.builtin)
+                .take(1)
+                .collect(),
             Principal::User(id) => match self.user(*id) {
                 Some(u) => {
                     let ids = self.principal_auth_ids(u);
@@ -676,9 +714,11 @@ impl Directory {
     pub fn privileges_of(&self, who: &Principal) -> BTreeSet<String> {
         match who {
             Principal::LocalRoot => privileges::ALL.iter().map(|(p, _)| p.to_string()).collect(),
-            Principal::User(_) => {
-                self.roles_of(who).into_iter().flat_map(|r| r.privileges.iter().cloned()).collect()
-            }
+            Principal::User(_) => self
+                .roles_of(who)
+                .into_iter()
+                .flat_map(|r| r.privileges.iter().cloned())
+                .collect(),
         }
     }
 
@@ -704,7 +744,9 @@ impl Directory {
         privs: BTreeSet<String>,
     ) -> Result<(), ApiError> {
         if name.is_empty() || name.len() > 256 || name.contains('/') {
-            return Err(ApiError::bad_request("Role name must be 1 to 256 characters, no '/'"));
+            return Err(ApiError::bad_request(
+                "Role name must be 1 to 256 characters, no '/'",
+            ));
         }
         if self.role(name).is_some() {
             return Err(ApiError::conflict(format!("Role {name} already exists")));
@@ -742,18 +784,19 @@ impl Directory {
     ) -> Result<(), ApiError> {
         let i = self.role_index(name)?;
         let current = &self.roles.roles[i];
-        if let Some(tag) = if_match {
-            if tag != "*" && tag != Self::role_etag(current) {
-                return Err(ApiError::precondition_failed(format!(
-                    "Role {} changed since it was read",
-                    current.name
-                )));
-            }
+        let stale = if_match.is_some_and(|tag| tag != "*" && tag != Self::role_etag(current));
+        if stale {
+            return Err(ApiError::precondition_failed(format!(
+                "Role {} changed since it was read",
+                current.name
+            )));
         }
         if let Some(p) = &privs {
             Self::check_privileges(p)?;
             if current.name == privileges::ADMINISTRATORS && *p != current.privileges {
-                return Err(ApiError::conflict("The privileges of Administrators cannot change"));
+                return Err(ApiError::conflict(
+                    "The privileges of Administrators cannot change",
+                ));
             }
         }
         let mut next = self.roles.clone();
@@ -787,7 +830,11 @@ impl Directory {
     /// Adds a member to a role; adding an existing member changes nothing.
     pub fn assign(&mut self, role: &str, member: Identity) -> Result<(), ApiError> {
         let i = self.role_index(role)?;
-        if self.roles.roles[i].members.iter().any(|m| m.auth_id == member.auth_id) {
+        if self.roles.roles[i]
+            .members
+            .iter()
+            .any(|m| m.auth_id == member.auth_id)
+        {
             return Ok(());
         }
         let mut next = self.roles.clone();
@@ -802,12 +849,77 @@ impl Directory {
         let i = self.role_index(role)?;
         let r = &self.roles.roles[i];
         if !r.members.iter().any(|m| m.auth_id == auth_id) {
-            return Err(ApiError::not_found(format!("{auth_id} is not a member of {}", r.name)));
+            return Err(ApiError::not_found(format!(
+                "{auth_id} is not a member of {}",
+                r.name
+            )));
         }
         let mut next = self.roles.clone();
         next.roles[i].members.retain(|m| m.auth_id != auth_id);
         save_json(&self.dir.join("roles.json"), &next)?;
         self.roles = next;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_passwords_and_hashes() {
+        let a = generate_password().unwrap();
+        let b = generate_password().unwrap();
+        assert_eq!(a.len(), 20);
+        assert_ne!(a.as_str(), b.as_str());
+        let h = hash_password("pw").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("pw", &h));
+        assert!(!verify_password("pw2", &h));
+        assert!(!verify_password("pw", "not a hash"));
+    }
+
+    #[test]
+    fn init_refuses_existing_state_and_stores_no_password() {
+        let dir = tempfile::tempdir().unwrap();
+        Directory::init(dir.path(), "s3cret-pass").unwrap();
+        assert!(Directory::init(dir.path(), "x").is_err());
+        let users = std::fs::read_to_string(dir.path().join("api/users.json")).unwrap();
+        assert!(!users.contains("s3cret-pass"));
+        let d = Directory::open(dir.path(), Duration::from_secs(60)).unwrap();
+        assert_eq!(d.check_login("admin", "s3cret-pass"), Some(ADMIN_USER_ID));
+        assert_eq!(d.check_login("admin", "nope"), None);
+        assert_eq!(d.check_login("nobody", "s3cret-pass"), None);
+        let admin = Principal::User(ADMIN_USER_ID);
+        assert_eq!(d.privileges_of(&admin).len(), privileges::ALL.len());
+    }
+
+    #[test]
+    fn find_resolves_trustees() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Directory::open(dir.path(), Duration::from_secs(60)).unwrap();
+        let by = |p: PartialIdentity| d.find(&p);
+        let name = |n: &str| PartialIdentity {
+            name: Some(n.into()),
+            ..Default::default()
+        };
+        assert_eq!(by(name("admin")).unwrap().auth_id, "500");
+        assert_eq!(
+            by(name("Everyone")).unwrap().auth_id,
+            EVERYONE_AUTH_ID.to_string()
+        );
+        assert_eq!(by(name("users")).unwrap().auth_id, "513");
+        assert!(by(name("ghost")).is_err());
+        let uid = PartialIdentity {
+            uid: Some(7),
+            ..Default::default()
+        };
+        assert_eq!(by(uid).unwrap().domain, "POSIX_USER");
+        let bad = PartialIdentity {
+            auth_id: Some("x".into()),
+            ..Default::default()
+        };
+        assert_eq!(by(bad).unwrap_err().status, 400);
+        assert_eq!(by(PartialIdentity::default()).unwrap_err().status, 400);
     }
 }

@@ -6,15 +6,15 @@ use time::OffsetDateTime;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 
-const RFC3339_NANOS: &[FormatItem<'static>] = format_description!(
-    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
-);
+const RFC3339_NANOS: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
 
 /// Formats a time as RFC 3339 in UTC with nanoseconds, e.g. `2026-12-03T17:45:48.123456789Z`.
 pub fn rfc3339_nanos(t: OffsetDateTime) -> String {
     let utc = t.to_offset(time::UtcOffset::UTC);
     // Formatting a valid date with a fixed description only fails for years outside 0..=9999.
-    utc.format(RFC3339_NANOS).unwrap_or_else(|_| utc.unix_timestamp().to_string())
+    utc.format(RFC3339_NANOS)
+        .unwrap_or_else(|_| utc.unix_timestamp().to_string())
 }
 
 /// The error body every failed request is answered with.

@@ -95,10 +95,10 @@ impl ApiHandle {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);
         }
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!("api server thread panicked");
-            }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("api server thread panicked");
         }
     }
 }
@@ -126,12 +126,18 @@ pub fn serve(cfg: ApiConfig, node: Arc<dyn NodeControl>) -> io::Result<ApiHandle
         .enable_all()
         .build()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let thread = std::thread::Builder::new().name("atrest-api".into()).spawn(move || {
-        rt.block_on(server::run(listener, tls, app, cfg, stopped));
-        rt.shutdown_timeout(Duration::from_secs(5));
-    })?;
+    let thread = std::thread::Builder::new()
+        .name("atrest-api".into())
+        .spawn(move || {
+            rt.block_on(server::run(listener, tls, app, cfg, stopped));
+            rt.shutdown_timeout(Duration::from_secs(5));
+        })?;
     tracing::info!(addr = %local_addr, "api serving");
-    Ok(ApiHandle { local_addr, stop: Some(stop), thread: Some(thread) })
+    Ok(ApiHandle {
+        local_addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
 }
 
 /// Creates the API state of a freshly formatted node under `state_dir`: the built-in roles
@@ -142,7 +148,9 @@ pub fn init_state(state_dir: &Path, admin_password: Option<&str>) -> io::Result<
         Some(_) => None,
         None => Some(identity::generate_password()?),
     };
-    let password = admin_password.or(generated.as_deref().map(|s| s.as_str())).unwrap_or("");
+    let password = admin_password
+        .or(generated.as_deref().map(|s| s.as_str()))
+        .unwrap_or("");
     identity::Directory::init(state_dir, password)?;
     Ok(generated.map(|s| s.to_string()))
 }

@@ -22,12 +22,27 @@ pub const IDENTITY_READ: &str = "PRIVILEGE_IDENTITY_READ";
 
 /// Every privilege with its description, in the order they are listed.
 pub const ALL: &[(&str, &str)] = &[
-    (ENCRYPTION_READ, "Read the status and configuration of encryption at rest"),
-    (ENCRYPTION_WRITE, "Change the encryption key store and rotate the master key"),
-    (ROLE_READ, "Read roles, their members and the privileges they grant"),
-    (ROLE_WRITE, "Create, modify and delete roles and assign their members"),
+    (
+        ENCRYPTION_READ,
+        "Read the status and configuration of encryption at rest",
+    ),
+    (
+        ENCRYPTION_WRITE,
+        "Change the encryption key store and rotate the master key",
+    ),
+    (
+        ROLE_READ,
+        "Read roles, their members and the privileges they grant",
+    ),
+    (
+        ROLE_WRITE,
+        "Create, modify and delete roles and assign their members",
+    ),
     (LOCAL_USER_READ, "Read local users"),
-    (LOCAL_USER_WRITE, "Add and delete local users and set their passwords"),
+    (
+        LOCAL_USER_WRITE,
+        "Add and delete local users and set their passwords",
+    ),
     (LOCAL_GROUP_READ, "Read local groups"),
     (IDENTITY_READ, "Find and expand identities"),
 ];
@@ -39,7 +54,10 @@ pub fn is_known(name: &str) -> bool {
 
 /// The privileges whose name ends in `_READ`.
 pub fn read_only() -> Vec<&'static str> {
-    ALL.iter().map(|(p, _)| *p).filter(|p| p.ends_with("_READ")).collect()
+    ALL.iter()
+        .map(|(p, _)| *p)
+        .filter(|p| p.ends_with("_READ"))
+        .collect()
 }
 
 /// Name of the built-in role holding every privilege.
@@ -62,6 +80,10 @@ pub fn builtin_roles() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
             "Read access to the node's configuration, users and encryption status",
             read_only(),
         ),
-        (OBSERVERS, "Read-only access to the node's configuration and status", read_only()),
+        (
+            OBSERVERS,
+            "Read-only access to the node's configuration and status",
+            read_only(),
+        ),
     ]
 }

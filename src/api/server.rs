@@ -145,12 +145,16 @@ fn json_response(resp: &Response, close: bool) -> hyper::Response<Full<Bytes>> {
     };
     let len = body.len();
     let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() =
-        hyper::StatusCode::from_u16(resp.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() = hyper::StatusCode::from_u16(resp.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(CONTENT_LENGTH, HeaderValue::from(len));
-    if let Some(tag) = resp.etag.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+    if let Some(tag) = resp
+        .etag
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+    {
         h.insert(hyper::header::ETAG, tag);
     }
     if close {
@@ -160,7 +164,10 @@ fn json_response(resp: &Response, close: bool) -> hyper::Response<Full<Bytes>> {
 }
 
 fn header(req: &hyper::Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
-    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 async fn respond(
@@ -169,7 +176,12 @@ async fn respond(
     limits: Limits,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
-    let too_large = || json_response(&Response::error(&ApiError::payload_too_large(limits.max_body)), true);
+    let too_large = || {
+        json_response(
+            &Response::error(&ApiError::payload_too_large(limits.max_body)),
+            true,
+        )
+    };
 
     // Refuse a declared oversized body before reading any of it.
     let declared = header(&req, CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
@@ -196,13 +208,23 @@ async fn respond(
         }
     };
 
-    let request = Request { method, path, authorization, if_match, peer, body };
+    let request = Request {
+        method,
+        path,
+        authorization,
+        if_match,
+        peer,
+        body,
+    };
     let answer = tokio::task::spawn_blocking(move || app.handle(&request)).await;
     match answer {
         Ok(resp) => json_response(&resp, false),
         Err(e) => {
             tracing::error!(error = %e, "api handler failed");
-            json_response(&Response::error(&ApiError::internal("The request handler failed")), true)
+            json_response(
+                &Response::error(&ApiError::internal("The request handler failed")),
+                true,
+            )
         }
     }
 }

@@ -18,18 +18,30 @@ pub fn api_dir(state_dir: &Path) -> PathBuf {
 /// Creates `dir` (and its parents) with mode 0700 if it does not exist, and makes sure an
 /// existing one is 0700 too.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
 /// Writes `bytes` to `path` durably with mode 0600: temporary file, fsync, rename, fsync of
 /// the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("state path has no parent"))?;
-    let name = path.file_name().ok_or_else(|| io::Error::other("state path has no name"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("state path has no parent"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("state path has no name"))?;
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
 
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
@@ -54,7 +66,10 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
         Err(e) => return Err(e),
     };
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
     })
 }
 

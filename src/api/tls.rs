@@ -29,7 +29,10 @@ pub fn load_or_create(api_dir: &Path) -> io::Result<Arc<ServerConfig>> {
     }
 
     let bad = |what: &Path, e: rustls_pki_types::pem::Error| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", what.display()))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", what.display()),
+        )
     };
     let certs = CertificateDer::pem_file_iter(&cert_path)
         .map_err(|e| bad(&cert_path, e))?
@@ -48,7 +51,11 @@ pub fn load_or_create(api_dir: &Path) -> io::Result<Arc<ServerConfig>> {
 }
 
 fn create(cert_path: &Path, key_path: &Path) -> io::Result<()> {
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     let made = rcgen::generate_simple_self_signed(names).map_err(io::Error::other)?;
     let key_pem = Zeroizing::new(made.signing_key.serialize_pem());
     // The key goes first: a certificate without its key would be useless.

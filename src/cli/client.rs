@@ -111,7 +111,11 @@ pub enum KeyStoreArg {
         #[arg(long = "port", default_value = "5696")]
         kmip_server_port: String,
         /// The unique ID of the master key for at-rest encryption.
-        #[arg(long = "key-id", required_unless_present = "key_name", conflicts_with = "key_name")]
+        #[arg(
+            long = "key-id",
+            required_unless_present = "key_name",
+            conflicts_with = "key_name"
+        )]
         key_id: Option<String>,
         /// The name of the key that will be created and used for at-rest encryption.
         #[arg(long = "create-key-with-name")]
@@ -136,7 +140,11 @@ pub fn run(cmd: ClientCommand) -> i32 {
 
 fn execute(cmd: ClientCommand) -> Result<(), ClientError> {
     match cmd {
-        ClientCommand::Login { username, password, target } => login(&target, &username, password),
+        ClientCommand::Login {
+            username,
+            password,
+            target,
+        } => login(&target, &username, password),
         ClientCommand::Logout { all, target } => logout(&target, all),
         ClientCommand::EncryptionGetStatus { target } => {
             let status = connect(&target)?.send("GET", "/v2/encryption/key-store/status", None)?;
@@ -149,7 +157,11 @@ fn execute(cmd: ClientCommand) -> Result<(), ClientError> {
             Ok(())
         }
         ClientCommand::EncryptionSetKeyStore { target, store } => set_key_store(&target, store),
-        ClientCommand::RotateEncryptionKeys { key_id, key_name, target } => {
+        ClientCommand::RotateEncryptionKeys {
+            key_id,
+            key_name,
+            target,
+        } => {
             let mut c = connect(&target)?;
             let key_id = match key_name {
                 Some(name) => Some(create_key(&mut c, json!({ "key_name": name }))?),
@@ -169,7 +181,10 @@ fn execute(cmd: ClientCommand) -> Result<(), ClientError> {
 /// qq's `KeyStoreStatus.to_dict()`: the six keys required, nulls dropped.
 fn status_for_print(answer: Option<Value>) -> Result<Value, ClientError> {
     let missing = |k: &str| ClientError::Command(format!("the status has no {k:?}"));
-    let obj = answer.as_ref().and_then(Value::as_object).ok_or_else(|| missing("object"))?;
+    let obj = answer
+        .as_ref()
+        .and_then(Value::as_object)
+        .ok_or_else(|| missing("object"))?;
     let mut out = Map::new();
     for k in [
         "type",
@@ -190,23 +205,42 @@ fn status_for_print(answer: Option<Value>) -> Result<Value, ClientError> {
 /// qq's `asdict(KeyStoreConfig)`: `{"config_details": {...}, "config_type": ...}`.
 fn key_store_for_print(answer: Option<Value>) -> Result<Value, ClientError> {
     let bad = |what: String| ClientError::Command(format!("bad key store answer: {what}"));
-    let obj = answer.as_ref().and_then(Value::as_object).ok_or_else(|| bad("not an object".into()))?;
-    let kind = obj.get("type").and_then(Value::as_str).ok_or_else(|| bad("no type".into()))?;
+    let obj = answer
+        .as_ref()
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("not an object".into()))?;
+    let kind = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no type".into()))?;
     let (section, keys): (&str, &[&str]) = match kind {
         "Local" => ("local_store", &["status"]),
-        "KMS" => ("kms_store", &["hostname", "port", "key_id", "config_creation_time"]),
+        "KMS" => (
+            "kms_store",
+            &["hostname", "port", "key_id", "config_creation_time"],
+        ),
         other => return Err(bad(format!("Unknown encryption config type: {other}"))),
     };
-    let details = obj.get(section).and_then(Value::as_object).ok_or_else(|| bad(section.into()))?;
+    let details = obj
+        .get(section)
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad(section.into()))?;
     let mut out = Map::new();
     for k in keys {
-        out.insert(k.to_string(), details.get(*k).cloned().ok_or_else(|| bad(k.to_string()))?);
+        out.insert(
+            k.to_string(),
+            details.get(*k).cloned().ok_or_else(|| bad(k.to_string()))?,
+        );
     }
     Ok(json!({ "config_details": out, "config_type": kind }))
 }
 
 fn create_key(c: &mut Client, body: Value) -> Result<String, ClientError> {
-    let answer = c.send("POST", "/v2/encryption/external-kms/keys/create", Some(&body))?;
+    let answer = c.send(
+        "POST",
+        "/v2/encryption/external-kms/keys/create",
+        Some(&body),
+    )?;
     let id = answer
         .as_ref()
         .and_then(|v| v.get("key_id"))
@@ -226,7 +260,11 @@ fn read_text(path: &Path) -> Result<Zeroizing<String>, ClientError> {
 fn set_key_store(target: &Target, store: KeyStoreArg) -> Result<(), ClientError> {
     match store {
         KeyStoreArg::Local => {
-            connect(target)?.send("PUT", "/v2/encryption/key-store", Some(&json!({"type": "Local"})))?;
+            connect(target)?.send(
+                "PUT",
+                "/v2/encryption/key-store",
+                Some(&json!({"type": "Local"})),
+            )?;
             Ok(())
         }
         KeyStoreArg::Kms {
@@ -255,7 +293,9 @@ fn set_key_store(target: &Target, store: KeyStoreArg) -> Result<(), ClientError>
                     create_key(&mut c, json!({ "key_name": name, "kms_config": cfg }))?
                 }
                 (None, None) => {
-                    return Err(ClientError::Command("give --key-id or --create-key-with-name".into()));
+                    return Err(ClientError::Command(
+                        "give --key-id or --create-key-with-name".into(),
+                    ));
                 }
             };
             let body = json!({
@@ -281,7 +321,9 @@ fn home() -> Result<PathBuf, ClientError> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
-        .ok_or_else(|| ClientError::Command("Could not find home directory for credentials store".into()))
+        .ok_or_else(|| {
+            ClientError::Command("Could not find home directory for credentials store".into())
+        })
 }
 
 /// qq's credentials directory: `$XDG_CONFIG_HOME/qumulo/credentials` (if absolute), else
@@ -298,7 +340,9 @@ fn credentials_dir() -> Result<PathBuf, ClientError> {
 pub fn credentials_path(target: &Target) -> Result<PathBuf, ClientError> {
     match &target.credentials_store {
         Some(p) => Ok(p.clone()),
-        None => Ok(credentials_dir()?.join(format!("{}_{}", target.host.to_lowercase(), target.port))),
+        None => {
+            Ok(credentials_dir()?.join(format!("{}_{}", target.host.to_lowercase(), target.port)))
+        }
     }
 }
 
@@ -323,7 +367,10 @@ fn read_token(path: &Path) -> Result<Option<Zeroizing<String>>, ClientError> {
             v.get("version").unwrap_or(&Value::Null)
         )));
     }
-    let token = v.get("bearer_token").and_then(Value::as_str).ok_or_else(bad)?;
+    let token = v
+        .get("bearer_token")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?;
     Ok(Some(Zeroizing::new(token.to_string())))
 }
 
@@ -342,9 +389,19 @@ fn connect(target: &Target) -> Result<Client, ClientError> {
 
 fn write_credentials(path: &Path, token: &str) -> Result<(), ClientError> {
     let io_err = |e: io::Error| ClientError::Command(format!("{}: {e}", path.display()));
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
     // qq writes `json.dumps(..., sort_keys=True)` plus a newline.
     let quoted = Value::String(token.to_string()).to_string();
@@ -457,7 +514,10 @@ mod tests {
     fn key_store_prints_like_qq() {
         let v = json!({"type": "Local", "local_store": {"status": "Encrypted"}});
         let out = key_store_for_print(Some(v)).unwrap();
-        assert_eq!(out, json!({"config_details": {"status": "Encrypted"}, "config_type": "Local"}));
+        assert_eq!(
+            out,
+            json!({"config_details": {"status": "Encrypted"}, "config_type": "Local"})
+        );
         assert!(key_store_for_print(Some(json!({"type": "Other"}))).is_err());
     }
 
@@ -469,8 +529,15 @@ mod tests {
         let text = fs::read_to_string(&p).unwrap();
         assert_eq!(text, "{\"bearer_token\": \"tok\", \"version\": 1}\n");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
-        let t = Target { host: "x".into(), port: 1, credentials_store: Some(p.clone()) };
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let t = Target {
+            host: "x".into(),
+            port: 1,
+            credentials_store: Some(p.clone()),
+        };
         assert_eq!(load_token(&t).unwrap().unwrap().as_str(), "tok");
     }
 }

@@ -41,10 +41,24 @@ impl NodeControl for TestNode {
     fn key_store_status(&self) -> KeyStoreStatus {
         let s = self.state.lock().unwrap();
         KeyStoreStatus {
-            store_type: if s.kms.is_some() { KeyStoreType::Kms } else { KeyStoreType::Local },
-            status: if s.kms.is_some() { "KMS Available".into() } else { "Encrypted".into() },
-            ca_cert_expiry: s.kms.as_ref().map(|_| t0() + Duration::from_secs(86400 * 365)),
-            client_cert_expiry: s.kms.as_ref().map(|_| t0() + Duration::from_secs(86400 * 30)),
+            store_type: if s.kms.is_some() {
+                KeyStoreType::Kms
+            } else {
+                KeyStoreType::Local
+            },
+            status: if s.kms.is_some() {
+                "KMS Available".into()
+            } else {
+                "Encrypted".into()
+            },
+            ca_cert_expiry: s
+                .kms
+                .as_ref()
+                .map(|_| t0() + Duration::from_secs(86400 * 365)),
+            client_cert_expiry: s
+                .kms
+                .as_ref()
+                .map(|_| t0() + Duration::from_secs(86400 * 30)),
             last_key_rotation_time: (s.rotations > 0).then(t0),
             last_status_update_time: Some(t0()),
         }
@@ -52,7 +66,9 @@ impl NodeControl for TestNode {
 
     fn key_store(&self) -> KeyStoreView {
         match &self.state.lock().unwrap().kms {
-            None => KeyStoreView::Local { status: "Encrypted".into() },
+            None => KeyStoreView::Local {
+                status: "Encrypted".into(),
+            },
             Some((hostname, port, key_id)) => KeyStoreView::Kms {
                 hostname: hostname.clone(),
                 port: *port,
@@ -131,7 +147,13 @@ impl TestServer {
         tune(&mut cfg);
         let handle = api::serve(cfg, node.clone()).unwrap();
         let port = handle.local_addr().port();
-        TestServer { handle: Some(handle), node, state: state, home, port }
+        TestServer {
+            handle: Some(handle),
+            node,
+            state,
+            home,
+            port,
+        }
     }
 
     /// The audit log's text.
@@ -170,12 +192,21 @@ impl TestServer {
         let port = self.port.to_string();
         let qq = qq_path();
         let mut all = vec![
-            "--reuid=65534", "--regid=65534", "--clear-groups", qq.to_str().unwrap(),
-            "--host", "127.0.0.1", "--port", &port,
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            qq.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
         ];
         all.extend_from_slice(args);
         run_bounded(
-            Command::new("setpriv").args(&all).env("HOME", &home).env_remove("XDG_CONFIG_HOME"),
+            Command::new("setpriv")
+                .args(&all)
+                .env("HOME", &home)
+                .env_remove("XDG_CONFIG_HOME"),
         )
     }
 
@@ -225,8 +256,14 @@ pub fn qq_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = Command::new(root.join("tools/pyenv.sh")).output().expect("run tools/pyenv.sh");
-        assert!(out.status.success(), "tools/pyenv.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(root.join("tools/pyenv.sh"))
+            .output()
+            .expect("run tools/pyenv.sh");
+        assert!(
+            out.status.success(),
+            "tools/pyenv.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let qq = root.join(".venv/bin/qq");
         assert!(qq.exists(), "{} missing", qq.display());
         qq
@@ -247,6 +284,12 @@ pub fn err(o: &Output) -> String {
 /// Asserts success and returns stdout.
 #[track_caller]
 pub fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "failed ({:?}): stdout={} stderr={}", o.status, out(o), err(o));
+    assert!(
+        o.status.success(),
+        "failed ({:?}): stdout={} stderr={}",
+        o.status,
+        out(o),
+        err(o)
+    );
     out(o)
 }

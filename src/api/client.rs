@@ -14,6 +14,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 use super::tls::provider;
 
@@ -97,7 +98,7 @@ impl ServerCertVerifier for AcceptAnyCert {
 pub struct Client {
     host: String,
     port: u16,
-    token: Option<String>,
+    token: Option<Zeroizing<String>>,
     stream: Option<BufReader<StreamOwned<ClientConnection, TcpStream>>>,
 }
 
@@ -171,7 +172,7 @@ impl Client {
         Client {
             host: host.to_string(),
             port,
-            token,
+            token: token.map(Zeroizing::new),
             stream: None,
         }
     }
@@ -257,19 +258,24 @@ impl Client {
             .stream
             .as_mut()
             .ok_or_else(|| ClientError::Connection("closed".into()))?;
-        let payload = match body {
+        let payload = Zeroizing::new(match body {
             Some(v) => serde_json::to_vec(v).map_err(|e| ClientError::Command(e.to_string()))?,
             None => Vec::new(),
-        };
-        let mut head = format!(
+        });
+        // Sized up front so that adding the token never moves it to a new allocation.
+        let token_len = self.token.as_ref().map_or(0, |t| t.len());
+        let mut head = Zeroizing::new(String::with_capacity(512 + path.len() + token_len));
+        head.push_str(&format!(
             "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: atrest\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n",
             self.host,
             self.port,
             payload.len()
-        );
+        ));
         if let Some(t) = &self.token {
-            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+            head.push_str("Authorization: Bearer ");
+            head.push_str(t);
+            head.push_str("\r\n");
         }
         head.push_str("\r\n");
         let w = stream.get_mut();

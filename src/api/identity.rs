@@ -194,6 +194,21 @@ pub fn hash_password(password: &str) -> io::Result<String> {
         .map_err(|e| io::Error::other(e.to_string()))
 }
 
+/// Checks a login password against the user's hash. With no hash (unknown user, or a user
+/// without a password) it does the same work against a fixed hash and fails, so that timing
+/// does not tell which users exist.
+pub fn verify_login(password: &str, hash: Option<&str>) -> bool {
+    const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$\
+                         q5sBC0HZpX/3mHXGk58s+Cw9EuhXAPs9yTxPFQ4l2ww";
+    match hash {
+        Some(h) => verify_password(password, h),
+        None => {
+            verify_password(password, DUMMY);
+            false
+        }
+    }
+}
+
 /// Checks `password` against a PHC hash; a malformed hash never matches.
 fn verify_password(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
@@ -227,7 +242,7 @@ impl Directory {
             Some(u) => u,
             None => Self::initial_users(None)?,
         };
-        let roles = roles.unwrap_or_else(Self::initial_roles);
+        let roles = roles.unwrap_or_else(|| Self::initial_roles(&users.machine_sid));
         let d = Directory {
             dir,
             users,
@@ -255,10 +270,12 @@ impl Directory {
                 format!("{} already holds API users", dir.display()),
             ));
         }
+        let users = Self::initial_users(Some(password))?;
+        let roles = Self::initial_roles(&users.machine_sid);
         let d = Directory {
             dir,
-            users: Self::initial_users(Some(password))?,
-            roles: Self::initial_roles(),
+            users,
+            roles,
             sessions: SessionsFile::default(),
             session_ttl: Duration::from_secs(1),
         };
@@ -290,7 +307,7 @@ impl Directory {
         })
     }
 
-    fn initial_roles() -> RolesFile {
+    fn initial_roles(machine_sid: &str) -> RolesFile {
         let roles = privileges::builtin_roles()
             .into_iter()
             .map(|(name, description, privs)| RoleRecord {
@@ -307,7 +324,7 @@ impl Directory {
             auth_id: ADMIN_USER_ID.to_string(),
             uid: None,
             gid: None,
-            sid: None,
+            sid: Some(format!("{machine_sid}-{ADMIN_USER_ID}")),
             name: Some("admin".into()),
         };
         if let Some(r) = file
@@ -374,7 +391,7 @@ impl Directory {
     pub fn add_user(
         &mut self,
         name: &str,
-        password: Option<&str>,
+        password_hash: Option<String>,
         primary_group: u64,
         uid: Option<u32>,
         home_directory: Option<String>,
@@ -392,7 +409,6 @@ impl Directory {
                 "A user or group named {name} exists"
             )));
         }
-        let password_hash = password.map(hash_password).transpose()?;
         let id = self.users.next_id;
         let mut next = self.users.clone();
         next.next_id += 1;
@@ -409,9 +425,8 @@ impl Directory {
         Ok(id)
     }
 
-    /// Sets a user's password.
-    pub fn set_password(&mut self, id: u64, password: &str) -> Result<(), ApiError> {
-        let hash = hash_password(password)?;
+    /// Sets a user's password hash (made by [`hash_password`] outside the lock).
+    pub fn set_password_hash(&mut self, id: u64, hash: String) -> Result<(), ApiError> {
         let mut next = self.users.clone();
         let user = next
             .users
@@ -453,20 +468,12 @@ impl Directory {
 
     // ----- sessions -----
 
-    /// Checks a user name and password. Unknown users cost the same hash work as known ones.
-    pub fn check_login(&self, name: &str, password: &str) -> Option<u64> {
-        // A fixed hash to verify against when the user is unknown, so timing does not tell.
-        const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$\
-                             q5sBC0HZpX/3mHXGk58s+Cw9EuhXAPs9yTxPFQ4l2ww";
+    /// The id and password hash of the user `name`, for [`verify_login`] to check outside
+    /// the directory's lock (hashing is slow on purpose).
+    pub fn login_candidate(&self, name: &str) -> (Option<u64>, Option<String>) {
         match self.user_by_name(name) {
-            Some(u) => match &u.password_hash {
-                Some(h) if verify_password(password, h) => Some(u.id),
-                _ => None,
-            },
-            None => {
-                verify_password(password, DUMMY);
-                None
-            }
+            Some(u) => (Some(u.id), u.password_hash.clone()),
+            None => (None, None),
         }
     }
 
@@ -689,13 +696,7 @@ impl Directory {
     /// The roles a principal holds.
     pub fn roles_of(&self, who: &Principal) -> Vec<&RoleRecord> {
         match who {
-            Principal::LocalRoot => self
-                .roles
-                .roles
-                .iter()
-                .filter(|r| r.builtin)
-                .take(1)
-                .collect(),
+            Principal::LocalRoot => self.role(privileges::ADMINISTRATORS).into_iter().collect(),
             Principal::User(id) => match self.user(*id) {
                 Some(u) => {
                     let ids = self.principal_auth_ids(u);
@@ -887,9 +888,13 @@ mod tests {
         let users = std::fs::read_to_string(dir.path().join("api/users.json")).unwrap();
         assert!(!users.contains("s3cret-pass"));
         let d = Directory::open(dir.path(), Duration::from_secs(60)).unwrap();
-        assert_eq!(d.check_login("admin", "s3cret-pass"), Some(ADMIN_USER_ID));
-        assert_eq!(d.check_login("admin", "nope"), None);
-        assert_eq!(d.check_login("nobody", "s3cret-pass"), None);
+        let (id, hash) = d.login_candidate("admin");
+        assert_eq!(id, Some(ADMIN_USER_ID));
+        assert!(verify_login("s3cret-pass", hash.as_deref()));
+        assert!(!verify_login("nope", hash.as_deref()));
+        let (id, hash) = d.login_candidate("nobody");
+        assert_eq!((id, hash.as_deref()), (None, None));
+        assert!(!verify_login("s3cret-pass", None));
         let admin = Principal::User(ADMIN_USER_ID);
         assert_eq!(d.privileges_of(&admin).len(), privileges::ALL.len());
     }

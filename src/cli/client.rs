@@ -43,6 +43,7 @@ pub enum ClientCommand {
         /// Password (insecure, visible via ps); asked for when absent.
         #[arg(short = 'p', long)]
         password: Option<String>,
+        /// Which node, and which credentials.
         #[command(flatten)]
         target: Target,
     },
@@ -52,26 +53,31 @@ pub enum ClientCommand {
         /// Remove the locally stored credentials of every node.
         #[arg(long)]
         all: bool,
+        /// Which node, and which credentials.
         #[command(flatten)]
         target: Target,
     },
     /// Get the status of at-rest encryption.
     #[command(name = "encryption_get_status")]
     EncryptionGetStatus {
+        /// Which node, and which credentials.
         #[command(flatten)]
         target: Target,
     },
     /// Get the active at-rest encryption configuration.
     #[command(name = "encryption_get_key_store")]
     EncryptionGetKeyStore {
+        /// Which node, and which credentials.
         #[command(flatten)]
         target: Target,
     },
     /// Set the active at-rest encryption configuration.
     #[command(name = "encryption_set_key_store")]
     EncryptionSetKeyStore {
+        /// Which node, and which credentials.
         #[command(flatten)]
         target: Target,
+        /// The key store to use.
         #[command(subcommand)]
         store: KeyStoreArg,
     },
@@ -84,6 +90,7 @@ pub enum ClientCommand {
         /// The name of the key that will be created and used for at-rest encryption.
         #[arg(long = "create-key-with-name")]
         key_name: Option<String>,
+        /// Which node, and which credentials.
         #[command(flatten)]
         target: Target,
     },

@@ -272,6 +272,13 @@ fn slow_client_does_not_hold_up_others() {
     let secs: f64 = said.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(secs < 10.0, "{said}");
 
+    // A kept-alive connection that sends no next request is closed by the same timeout.
+    let r = raw(&s, &["GET", "/v9/none", "--idle", "20"]);
+    assert_eq!(r[0], "HTTP/1.1 404 Not Found", "{r:?}");
+    assert!(r[1].starts_with("closed after"), "{r:?}");
+    let secs: f64 = r[1].split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(secs < 10.0, "{r:?}");
+
     // The idle TCP connection is closed by the TLS handshake timeout.
     use std::io::Read;
     idle.set_read_timeout(Some(Duration::from_secs(30)))
@@ -279,4 +286,21 @@ fn slow_client_does_not_hold_up_others() {
     let mut buf = [0u8; 16];
     let n = (&idle).read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "the idle connection should be closed");
+}
+
+#[test]
+fn connection_cap_queues_clients_until_a_slot_frees() {
+    let s = TestServer::start_with(|c| c.max_connections = 1);
+    // This connection takes the only slot and holds it until the TLS handshake times out.
+    let hog = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    assert!(ok(&s.qq(&["encryption_get_status"])).contains("\"type\": \"Local\""));
+    let waited = start.elapsed();
+    assert!(
+        waited > Duration::from_secs(5),
+        "served at once past the cap: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(30), "{waited:?}");
+    drop(hog);
 }

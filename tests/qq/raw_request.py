@@ -8,6 +8,8 @@ Usage: raw_request.py PORT METHOD PATH [options]
   --twice             send the request two times on the same connection
   --stall-headers S   send a partial request head, wait S seconds, report whether the
                       server closed the connection meanwhile
+  --idle S            send the request, then stay idle on the kept-alive connection for up
+                      to S seconds and report whether the server closed it
 
 Prints, per answer, three lines: the status, the ETag (or '-') and the body on one line.
 Talks to 127.0.0.1 only; accepts the server's self-signed certificate.
@@ -46,13 +48,22 @@ def main():
     p.add_argument('--if-match-from', default=None)
     p.add_argument('--twice', action='store_true')
     p.add_argument('--stall-headers', type=float, default=None)
+    p.add_argument('--idle', type=float, default=None)
     a = p.parse_args()
 
-    if a.stall_headers is not None:
+    if a.stall_headers is not None or a.idle is not None:
         raw = socket.create_connection(('127.0.0.1', a.port), timeout=30)
         s = context().wrap_socket(raw, server_hostname='localhost')
-        s.sendall(b'GET /v1/session/who-am-i HTTP/1.1\r\nHost: localhost\r\n')
-        s.settimeout(a.stall_headers)
+        if a.idle is not None:
+            req = 'GET %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n' % a.path
+            s.sendall(req.encode())
+            answer = s.recv(65536)
+            print(answer.split(b'\r\n', 1)[0].decode())
+            wait = a.idle
+        else:
+            s.sendall(b'GET /v1/session/who-am-i HTTP/1.1\r\nHost: localhost\r\n')
+            wait = a.stall_headers
+        s.settimeout(wait)
         start = time.monotonic()
         try:
             data = s.recv(65536)

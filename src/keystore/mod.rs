@@ -1,1 +1,2 @@
 //! Keystore layer: see lib.rs.
+pub mod kmip;

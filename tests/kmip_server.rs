@@ -94,6 +94,24 @@ impl Server {
         self.client_with("client", "ca")
     }
 
+    /// The key material the server stored for `key_id`, read from its sqlite database with
+    /// Python's sqlite3 module: an independent check of what the client decoded.
+    fn stored_key(&self, key_id: &str) -> Vec<u8> {
+        let db = self.dir.path().join("pykmip.db");
+        let script = "import sqlite3, sys\n\
+            row = sqlite3.connect(sys.argv[1]).execute(\n\
+                'select value from managed_objects where uid = ?', (int(sys.argv[2]),)).fetchone()\n\
+            sys.stdout.buffer.write(row[0])";
+        let out = Command::new("python3")
+            .args(["-c", script])
+            .arg(&db)
+            .arg(key_id)
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
     fn stop(&self) {
         run(
             "tools/kms/stop.sh",
@@ -132,7 +150,8 @@ fn key_lifecycle_create_get_locate_revoke_destroy() {
 
     let key = client.fetch_master_key(&key_id).expect("fetch");
     assert_eq!(key.expose_secret().len(), 32);
-    assert_ne!(key.expose_secret(), &[0u8; 32]);
+    // Compared without printing: key bytes never go to test output.
+    assert!(server.stored_key(&key_id) == key.expose_secret(), "key differs from server's");
     let again = client.get_key(&key_id).expect("get");
     assert_eq!(
         again.expose_secret(),
@@ -162,6 +181,7 @@ fn key_lifecycle_create_get_locate_revoke_destroy() {
         .fetch_master_key(&key_id)
         .err()
         .expect("invisible to others");
+    eprintln!("{err}");
     assert!(matches!(err, KmipError::KeyNotFound { .. }), "{err}");
 
     client.revoke(&key_id).expect("revoke");
@@ -173,6 +193,7 @@ fn key_lifecycle_create_get_locate_revoke_destroy() {
         .fetch_master_key(&key_id)
         .err()
         .expect("inactive key refused");
+    eprintln!("{err}");
     assert!(
         matches!(
             err,
@@ -191,6 +212,7 @@ fn key_lifecycle_create_get_locate_revoke_destroy() {
         .fetch_master_key(&key_id)
         .err()
         .expect("destroyed key gone");
+    eprintln!("{err}");
     assert!(matches!(err, KmipError::KeyNotFound { .. }), "{err}");
     assert_eq!(err.status_string(), "KMS Key Not Found");
     assert!(client.locate(&name).expect("locate").is_empty());
@@ -200,6 +222,7 @@ fn key_lifecycle_create_get_locate_revoke_destroy() {
         .destroy(&other_id)
         .err()
         .expect("active key not destroyable");
+    eprintln!("{err}");
     assert!(matches!(err, KmipError::OperationFailed { .. }), "{err}");
 }
 
@@ -211,6 +234,7 @@ fn unknown_key_id_is_key_not_found() {
         .fetch_master_key("999999")
         .err()
         .expect("no such key");
+    eprintln!("{err}");
     assert!(matches!(err, KmipError::KeyNotFound { .. }), "{err}");
     assert_eq!(err.status_string(), "KMS Key Not Found");
     let text = err.to_string();
@@ -242,6 +266,7 @@ fn tls_failures_are_authentication_errors() {
             .create_key("x")
             .err()
             .expect(what);
+        eprintln!("{what}: {err}");
         assert!(
             matches!(err, KmipError::Authentication { .. }),
             "{what}: {err}"
@@ -263,12 +288,14 @@ fn wrong_server_name_is_authentication_error() {
         .fetch_master_key("1")
         .err()
         .expect("name mismatch");
+    eprintln!("{err}");
     assert!(matches!(err, KmipError::Authentication { .. }), "{err}");
     assert_eq!(err.status_string(), "KMS Authentication Error");
     // A host name that resolves to the server but is not in its certificate fails the same way.
     let config = server.config_with("client", "ca", "localhost");
     let client = KmipClient::new(&config).expect("valid config");
     let err = client.fetch_master_key("1").err().expect("name mismatch");
+    eprintln!("{err}");
     assert!(matches!(err, KmipError::Authentication { .. }), "{err}");
 }
 
@@ -282,6 +309,7 @@ fn stopped_server_cannot_connect() {
         .fetch_master_key(&key_id)
         .err()
         .expect("server is down");
+    eprintln!("{err}");
     assert!(matches!(err, KmipError::CannotConnect { .. }), "{err}");
     assert_eq!(err.status_string(), "Cannot connect to KMS server.");
     assert!(
@@ -320,6 +348,7 @@ fn silent_server_times_out_as_cannot_connect() {
         .with_timeouts(Duration::from_secs(1), Duration::from_secs(1));
     let started = std::time::Instant::now();
     let err = client.fetch_master_key("1").err().expect("no answer");
+    eprintln!("silent: {err}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "timeout not honoured"
@@ -364,6 +393,7 @@ fn bad_configuration_is_configuration_corrupted() {
     broken.push(("bad host name", c));
     for (what, config) in broken {
         let err = KmipClient::new(&config).err().expect(what);
+        eprintln!("{what}: {err}");
         assert_eq!(
             err.status_string(),
             "Configuration Corrupted",

@@ -425,7 +425,7 @@ impl KmipClient {
                 return KmipError::CannotConnect {
                     host: self.host.clone(),
                     port: self.port,
-                    reason: format!("TLS handshake timed out: {e}"),
+                    reason: format!("no TLS handshake answer within {:?}", self.io_timeout),
                 };
             }
             None => format!("connection closed during TLS handshake: {e}"),

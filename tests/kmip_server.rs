@@ -108,7 +108,11 @@ impl Server {
             .arg(key_id)
             .output()
             .expect("python3 runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 
@@ -151,7 +155,10 @@ fn key_lifecycle_create_get_locate_revoke_destroy() {
     let key = client.fetch_master_key(&key_id).expect("fetch");
     assert_eq!(key.expose_secret().len(), 32);
     // Compared without printing: key bytes never go to test output.
-    assert!(server.stored_key(&key_id) == key.expose_secret(), "key differs from server's");
+    assert!(
+        server.stored_key(&key_id) == key.expose_secret(),
+        "key differs from server's"
+    );
     let again = client.get_key(&key_id).expect("get");
     assert_eq!(
         again.expose_secret(),
@@ -220,8 +227,7 @@ fn key_lifecycle_create_get_locate_revoke_destroy() {
     // Destroying an active key is refused by the server.
     let err = client
         .destroy(&other_id)
-        .err()
-        .expect("active key not destroyable");
+        .expect_err("active key not destroyable");
     eprintln!("{err}");
     assert!(matches!(err, KmipError::OperationFailed { .. }), "{err}");
 }
@@ -264,8 +270,7 @@ fn tls_failures_are_authentication_errors() {
         let err = server
             .client_with(client, ca)
             .create_key("x")
-            .err()
-            .expect(what);
+            .expect_err(what);
         eprintln!("{what}: {err}");
         assert!(
             matches!(err, KmipError::Authentication { .. }),
@@ -392,7 +397,7 @@ fn bad_configuration_is_configuration_corrupted() {
     c.hostname = "not a host name".into();
     broken.push(("bad host name", c));
     for (what, config) in broken {
-        let err = KmipClient::new(&config).err().expect(what);
+        let err = KmipClient::new(&config).expect_err(what);
         eprintln!("{what}: {err}");
         assert_eq!(
             err.status_string(),

@@ -414,7 +414,7 @@ pub fn message_len(header: &[u8; HEADER_LEN]) -> Result<usize, TtlvError> {
             limit: MAX_MESSAGE_LEN,
         });
     }
-    if length % 8 != 0 {
+    if !length.is_multiple_of(8) {
         return Err(TtlvError::BadLength {
             offset: 0,
             tag,
@@ -486,10 +486,10 @@ impl Reader<'_> {
             length,
         };
         let fits = match item_type {
-            0x01 => length % 8 == 0,
+            0x01 => length.is_multiple_of(8),
             0x02 | 0x05 | 0x0A => length == 4,
             0x03 | 0x06 | 0x09 => length == 8,
-            0x04 => length != 0 && length % 8 == 0,
+            0x04 => length != 0 && length.is_multiple_of(8),
             0x07 | 0x08 => true,
             _ => {
                 return Err(TtlvError::UnknownType {
@@ -734,7 +734,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_fixed_lengths_padding_booleans_utf8_and_trailing_bytes() {
-        let cases: [(&str, fn(&TtlvError) -> bool); 6] = [
+        type Check = fn(&TtlvError) -> bool;
+        let cases: [(&str, Check); 6] = [
             ("42 00 20 02 00 00 00 08 00 00 00 08 00 00 00 00", |e| {
                 matches!(
                     e,

@@ -18,7 +18,8 @@ if [ -s "$dir/pykmip.pid" ] && kill -0 "$(cat "$dir/pykmip.pid")" 2>/dev/null; t
   exit 1
 fi
 
-python=$("$root/tools/pyenv.sh")
+# Serialized: tests start several servers at once, and pyenv.sh may (re)build the venv.
+python=$(flock "${TMPDIR:-/tmp}/atrest-pyenv.lock" "$root/tools/pyenv.sh")
 server="$(dirname "$python")/pykmip-server"
 mkdir -p "$dir/policies"
 rm -f "$dir/pykmip.db" "$dir/pykmip.log" "$dir/pykmip.out"

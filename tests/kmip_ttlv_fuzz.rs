@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zeroize::Zeroizing;
 
-const ROUNDS: usize = 20_000;
+const ROUNDS: usize = 100_000;
 
 fn random_tag(rng: &mut StdRng) -> u32 {
     let high = if rng.random_bool(0.9) { 0x42 } else { 0x54 };

@@ -406,7 +406,13 @@ impl KmipClient {
                 return Err(self.handshake_error(e));
             }
         }
-        tracing::debug!(host = %self.host, port = self.port, "KMS TLS session established");
+        tracing::debug!(
+            host = %self.host,
+            port = self.port,
+            version = ?stream.conn.protocol_version(),
+            suite = ?stream.conn.negotiated_cipher_suite().map(|s| s.suite()),
+            "KMS TLS session established"
+        );
         Ok(Session {
             client: self,
             stream,

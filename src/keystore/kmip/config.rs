@@ -16,9 +16,19 @@ use super::KmipError;
 
 /// A PEM text that is secret (the client private key): zeroized on drop, never shown by
 /// `Debug`. It serializes as a plain string, for the node's root-only configuration file.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SecretPem(String);
+
+impl PartialEq for SecretPem {
+    fn eq(&self, other: &Self) -> bool {
+        // Constant time in the contents (the length is not secret).
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for SecretPem {}
 
 impl SecretPem {
     /// Wraps a PEM text.

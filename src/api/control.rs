@@ -134,6 +134,12 @@ impl SecretPem {
     pub fn expose_secret(&self) -> &str {
         &self.0
     }
+
+    /// Moves the text out without copying it (e.g. into the KMIP client's own secret type,
+    /// which then owns its zeroizing).
+    pub fn into_string(mut self) -> String {
+        std::mem::take(&mut *self.0)
+    }
 }
 
 /// The KMS settings a client sends with `PUT /v2/encryption/key-store` (type `KMS`) or

@@ -1013,4 +1013,59 @@ mod tests {
         assert_eq!(again.status, 412);
         assert_eq!(again.body["error_class"], "http_precondition_failed_error");
     }
+
+    #[test]
+    fn random_requests_never_panic_and_errors_are_json() {
+        use rand::{Rng, SeedableRng};
+        let (_d, _n, app) = app();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let paths = [
+            "/v2/encryption/key-store",
+            "/v2/encryption/key-store/status",
+            "/v2/encryption/external-kms/keys/create",
+            "/v2/encryption/rotate-keys",
+            "/v1/auth/roles/",
+            "/v1/auth/roles/Observers",
+            "/v1/auth/roles/Observers/members",
+            "/v1/auth/roles/x/members/1",
+            "/v1/users/",
+            "/v1/users/500/setpassword",
+            "/v1/identity/find",
+            "/v1/identity/expand",
+            "/v1/%",
+            "/v1/%e9",
+        ];
+        let seeds = [
+            "{\"type\": \"KMS\", \"kms_store\": {\"port\": \"5696\"}}",
+            "{\"key_name\": \"k\", \"kms_config\": null}",
+            "{\"name\": \"R\", \"privileges\": [\"PRIVILEGE_ROLE_READ\"]}",
+            "{\"id\": {\"auth_id\": \"99999999999999999999\"}}",
+            "{\"uid\": -5}",
+            "{\"name\": \"u\", \"uid\": \"x\", \"primary_group\": [1]}",
+        ];
+        for _ in 0..3000 {
+            let method = ["GET", "PUT", "POST", "PATCH", "DELETE"][rng.random_range(0..5)];
+            let path = paths[rng.random_range(0..paths.len())];
+            let mut body = seeds[rng.random_range(0..seeds.len())].as_bytes().to_vec();
+            for _ in 0..rng.random_range(0..4) {
+                let i = rng.random_range(0..body.len());
+                body[i] = rng.random();
+            }
+            let r = app.handle(&req(
+                method,
+                path,
+                "127.0.0.1:999",
+                None,
+                &String::from_utf8_lossy(&body),
+            ));
+            assert!((200..600).contains(&r.status));
+            if r.status >= 400 {
+                assert!(
+                    r.body["error_class"].is_string(),
+                    "{method} {path}: {:?}",
+                    r.body
+                );
+            }
+        }
+    }
 }

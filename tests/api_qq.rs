@@ -229,14 +229,15 @@ fn login_logout_and_401() {
         "Error 401: http_unauthorized_error: The session is unknown or has expired\n"
     );
 
-    // Not root: qq uses no privileged port, so no backdoor, and has no credentials. (`--host
-    // 127.1` cannot serve here: Python sends it as TLS SNI, which rustls refuses.)
-    let o = s.qq_as_nobody(&["encryption_get_status"]);
+    // `::ffff:127.0.0.1` is not in qq's list of local hosts, so qq uses no privileged port: no
+    // backdoor, and no credentials. The connection still goes to 127.0.0.1. (`--host 127.1`
+    // cannot serve here: Python sends it as TLS SNI, which rustls refuses as malformed.)
+    let o = s.qq_at("::ffff:127.0.0.1", &["encryption_get_status"]);
     assert_eq!(
         err(&o),
         "Error 401: http_unauthorized_error: Need to log in first to establish credentials.\n"
     );
-    let o = s.qq_as_nobody(&["rotate_encryption_keys"]);
+    let o = s.qq_at("::ffff:127.0.0.1", &["rotate_encryption_keys"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(s.node.state.lock().unwrap().rotations, 0);
 }

@@ -180,36 +180,6 @@ impl TestServer {
         self.qq_at("127.0.0.1", args)
     }
 
-    /// Runs the real qq against 127.0.0.1 as user `nobody` (no backdoor), with a HOME of its
-    /// own that it may write.
-    pub fn qq_as_nobody(&self, args: &[&str]) -> Output {
-        use std::os::unix::fs::PermissionsExt;
-        let home = self.home.path().join("nobody");
-        std::fs::create_dir_all(&home).unwrap();
-        for d in [self.home.path(), home.as_path()] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
-        }
-        let port = self.port.to_string();
-        let qq = qq_path();
-        let mut all = vec![
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            qq.to_str().unwrap(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-        ];
-        all.extend_from_slice(args);
-        run_bounded(
-            Command::new("setpriv")
-                .args(&all)
-                .env("HOME", &home)
-                .env_remove("XDG_CONFIG_HOME"),
-        )
-    }
-
     /// Runs the `atrest` binary with `args` followed by `--host 127.0.0.1 --port PORT`
     /// inserted by the caller where the subcommand takes them.
     pub fn atrest(&self, args: &[&str]) -> Output {

@@ -304,3 +304,54 @@ fn connection_cap_queues_clients_until_a_slot_frees() {
     assert!(waited < Duration::from_secs(30), "{waited:?}");
     drop(hog);
 }
+
+#[test]
+fn state_survives_restart_and_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut s = TestServer::start();
+    let store = s.home.path().join("admin.cred");
+    let store = store.to_str().unwrap().to_string();
+    ok(&s.qq(&[
+        "--credentials-store",
+        &store,
+        "login",
+        "-u",
+        "admin",
+        "-p",
+        ADMIN_PASSWORD,
+    ]));
+    ok(&s.qq(&["auth_add_user", "--name", "kept", "-p", "kept-pw"]));
+    let api = s.state.path().join("api");
+    let cert = std::fs::read(api.join("tls-cert.pem")).unwrap();
+
+    // Shut down with an idle connection open: bounded, and the port is released.
+    let idle = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let old_port = s.port;
+    let stopped = s.restart();
+    assert!(
+        stopped < Duration::from_secs(12),
+        "shutdown took {stopped:?}"
+    );
+    drop(idle);
+    std::net::TcpListener::bind(("127.0.0.1", old_port)).expect("old port released");
+
+    // Same certificate, same users, same sessions.
+    assert_eq!(std::fs::read(api.join("tls-cert.pem")).unwrap(), cert);
+    let users = ok(&s.qq(&["--credentials-store", &store, "auth_list_users"]));
+    assert!(users.contains("\"name\": \"kept\""), "{users}");
+
+    // Private files: the directory 0700, the key, users and sessions 0600.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&api), 0o700);
+    for f in [
+        "tls-key.pem",
+        "users.json",
+        "sessions.json",
+        "roles.json",
+        "audit.log",
+    ] {
+        assert_eq!(mode(&api.join(f)), 0o600, "{f}");
+    }
+    let users_file = std::fs::read_to_string(api.join("users.json")).unwrap();
+    assert!(!users_file.contains("kept-pw") && users_file.contains("$argon2id$"));
+}

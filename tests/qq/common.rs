@@ -156,6 +156,21 @@ impl TestServer {
         }
     }
 
+    /// Stops the server and serves the same state directory again (on a new port).
+    pub fn restart(&mut self) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+        let stopped = start.elapsed();
+        let mut cfg = ApiConfig::new(self.state.path());
+        cfg.addr = "127.0.0.1:0".parse().unwrap();
+        let handle = api::serve(cfg, self.node.clone()).unwrap();
+        self.port = handle.local_addr().port();
+        self.handle = Some(handle);
+        stopped
+    }
+
     /// The audit log's text.
     pub fn audit(&self) -> String {
         std::fs::read_to_string(self.state.path().join("api/audit.log")).unwrap_or_default()

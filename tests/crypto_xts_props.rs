@@ -4,7 +4,6 @@
 
 use aes::Aes256;
 use aes::cipher::KeyInit;
-use atrest::BLOCK_SIZE;
 use atrest::crypto::{DataKey, XtsAes256};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -61,6 +60,7 @@ fn data_unit_of_any_whole_block_size_matches_xts_mode() {
 #[cfg(not(feature = "null-cipher"))]
 #[test]
 fn data_cipher_runs_match_xts_mode() {
+    use atrest::BLOCK_SIZE;
     use atrest::crypto::DataCipher;
 
     let mut rng = StdRng::seed_from_u64(SEED + 1);

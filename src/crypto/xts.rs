@@ -116,7 +116,7 @@ impl XtsAes256 {
 
 /// Views a data unit as AES blocks, refusing an empty unit or one with a partial block.
 fn unit_blocks(unit: &mut [u8]) -> Result<&mut [Block], CryptoError> {
-    if unit.is_empty() || unit.len() % AES_BLOCK != 0 {
+    if unit.is_empty() || !unit.len().is_multiple_of(AES_BLOCK) {
         return Err(CryptoError::BadDataUnitLength { len: unit.len() });
     }
     Ok(Block::slice_as_chunks_mut(unit).0)
@@ -155,7 +155,7 @@ impl<N: aes::cipher::array::ArraySize> BatchTweaks<N> {
     #[inline(always)]
     fn fill(&mut self, mut t: u128) -> u128 {
         let n = self.lo.len();
-        if n % CHAINS != 0 {
+        if !n.is_multiple_of(CHAINS) {
             for i in 0..n {
                 (self.lo[i], self.hi[i]) = (t as u64, (t >> 64) as u64);
                 t = mul_alpha(t);

@@ -5,9 +5,13 @@
 //! in-memory one for the filesystem's unit tests and for crash tests (it can drop unsynced
 //! writes).
 
+pub mod layout;
 mod mem;
+mod volume;
 
+pub use layout::Layout;
 pub use mem::MemDevice;
+pub use volume::{CopyMismatch, Member, Pool};
 
 use std::io;
 

@@ -7,7 +7,7 @@ use atrest::crypto::{DataCipher, DataKey, NULL_CIPHER, ensure_cipher_allowed};
 #[cfg(not(feature = "null-cipher"))]
 #[test]
 fn normal_build_encrypts_and_allows() {
-    assert!(!NULL_CIPHER);
+    const { assert!(!NULL_CIPHER) };
     assert!(ensure_cipher_allowed().is_ok());
     let cipher = DataCipher::new(&DataKey::generate().unwrap());
     let mut buf = vec![0u8; 8192];
@@ -34,7 +34,7 @@ fn null_cipher_build_is_a_loud_no_op() {
         }
     }
 
-    assert!(NULL_CIPHER);
+    const { assert!(NULL_CIPHER) };
     let allowed = std::env::var(NULL_CIPHER_ENV).as_deref() == Ok("1");
     match ensure_cipher_allowed() {
         Ok(()) => assert!(allowed, "refusal expected without {NULL_CIPHER_ENV}=1"),

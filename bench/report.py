@@ -81,7 +81,9 @@ def main():
           f"{settings.get('git', '?')})\n")
     print(f"{settings.get('cpu', '?')}, {settings.get('cores', '?')} cores, kernel "
           f"{settings.get('kernel', '?')}, {settings.get('fio', '?')}; "
-          f"{settings.get('rounds', '?')}; backing store {settings.get('backing', '?')}.")
+          f"{settings.get('rounds', '?')} rounds of {settings.get('runtime_s', '?')} s per run, "
+          f"{settings.get('size', '?')} per file, backing store "
+          f"{settings.get('backing', '?')}, atrest drives of {settings.get('drive_size', '?')}.")
     if settings.get("failed"):
         print(f"\nNot run (could not be set up): {settings['failed']}.")
     if settings.get("stopped"):

@@ -208,7 +208,11 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 cores=$(nproc)
 fio=$(fio --version)
 gocryptfs=$(gocryptfs -version 2>/dev/null | head -1 || echo none)
-rounds=$ROUNDS runtime_s=$RUNTIME size=$SIZE drive_size=$DRIVE_SIZE backing=tmpfs
+rounds=$ROUNDS
+runtime_s=$RUNTIME
+size=$SIZE
+drive_size=$DRIVE_SIZE
+backing=tmpfs ($TMPFS_SIZE)
 targets=${ready[*]}
 failed=${failed_targets[*]:-}
 EOF

@@ -29,13 +29,18 @@ pub struct FileBackend {
 impl FileBackend {
     /// Opens an existing image for reading and writing.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
         Ok(FileBackend { file })
     }
 
     /// Opens an existing image read-only (inspection, tests).
     pub fn open_read_only(path: &Path) -> io::Result<Self> {
-        Ok(FileBackend { file: File::open(path)? })
+        Ok(FileBackend {
+            file: File::open(path)?,
+        })
     }
 }
 
@@ -77,7 +82,10 @@ struct FaultState {
 impl FaultyBackend {
     /// Wraps `inner`; nothing is written to it until `sync`.
     pub fn new(inner: Arc<dyn DriveBackend>) -> Self {
-        FaultyBackend { inner, state: Mutex::new(FaultState::default()) }
+        FaultyBackend {
+            inner,
+            state: Mutex::new(FaultState::default()),
+        }
     }
 
     /// Drops every unsynced write.
@@ -126,7 +134,8 @@ impl DriveBackend for FaultyBackend {
         Self::tick(&mut st)?;
         // Split into 512-byte sectors so later overlapping writes replace earlier ones cleanly.
         for (i, sector) in buf.chunks(512).enumerate() {
-            st.overlay.insert(offset + (i * 512) as u64, sector.to_vec());
+            st.overlay
+                .insert(offset + (i * 512) as u64, sector.to_vec());
         }
         Ok(())
     }

@@ -173,7 +173,10 @@ impl DriveHeader {
         b[OFF_DATA_BLOCKS..OFF_DATA_BLOCKS + 8].copy_from_slice(&self.data_blocks.to_le_bytes());
         b[OFF_KEY_KIND] = self.key_kind.to_byte();
         let id = self.key_id.as_bytes();
-        assert!(id.len() <= MAX_KEY_ID_LEN, "key id length checked by the caller");
+        assert!(
+            id.len() <= MAX_KEY_ID_LEN,
+            "key id length checked by the caller"
+        );
         b[OFF_KEY_ID_LEN] = id.len() as u8;
         b[OFF_KEY_ID..OFF_KEY_ID + id.len()].copy_from_slice(id);
         b[OFF_NONCE..OFF_NONCE + WRAP_NONCE_LEN].copy_from_slice(&self.wrapped.nonce);
@@ -186,9 +189,16 @@ impl DriveHeader {
     /// Decodes and validates one slot's bytes. `slot_index` is 0 for A and 1 for B.
     pub fn decode(b: &[u8], slot_index: usize) -> Result<DriveHeader, HeaderError> {
         let slot = slot_letter(slot_index);
-        let bad = |field: &'static str, detail: String| HeaderError::BadField { slot, field, detail };
+        let bad = |field: &'static str, detail: String| HeaderError::BadField {
+            slot,
+            field,
+            detail,
+        };
         if b.len() < HEADER_LEN {
-            return Err(bad("length", format!("{} bytes, need {HEADER_LEN}", b.len())));
+            return Err(bad(
+                "length",
+                format!("{} bytes, need {HEADER_LEN}", b.len()),
+            ));
         }
         if b[..HEADER_LEN].iter().all(|&x| x == 0) {
             return Err(HeaderError::Blank { slot });
@@ -200,50 +210,80 @@ impl DriveHeader {
         let stored = get_u32(b, OFF_CHECKSUM);
         let computed = crc32c::crc32c(&b[..OFF_CHECKSUM]);
         if stored != computed {
-            return Err(HeaderError::Checksum { slot, stored, computed });
+            return Err(HeaderError::Checksum {
+                slot,
+                stored,
+                computed,
+            });
         }
 
         // The checksum holds, so every field below is as written; still check each value
         // before use, since a header can be forged with a matching checksum.
         let version = get_u32(b, OFF_VERSION);
         if version != FORMAT_VERSION {
-            return Err(bad("format_version", format!("{version}, this build reads {FORMAT_VERSION}")));
+            return Err(bad(
+                "format_version",
+                format!("{version}, this build reads {FORMAT_VERSION}"),
+            ));
         }
         let block_size = get_u32(b, OFF_BLOCK_SIZE);
         if block_size as usize != crate::BLOCK_SIZE {
-            return Err(bad("block_size", format!("{block_size}, expected {}", crate::BLOCK_SIZE)));
+            return Err(bad(
+                "block_size",
+                format!("{block_size}, expected {}", crate::BLOCK_SIZE),
+            ));
         }
         let drive_count = get_u32(b, OFF_DRIVE_COUNT);
         if drive_count == 0 || drive_count > 1024 {
-            return Err(bad("drive_count", format!("{drive_count}, expected 1..=1024")));
+            return Err(bad(
+                "drive_count",
+                format!("{drive_count}, expected 1..=1024"),
+            ));
         }
         let slot_no = get_u32(b, OFF_SLOT);
         if slot_no >= drive_count {
-            return Err(bad("drive_slot", format!("{slot_no}, volume has {drive_count} drives")));
+            return Err(bad(
+                "drive_slot",
+                format!("{slot_no}, volume has {drive_count} drives"),
+            ));
         }
         let replicas = get_u32(b, OFF_REPLICAS);
         if replicas == 0 || replicas > drive_count {
-            return Err(bad("replicas", format!("{replicas}, expected 1..={drive_count}")));
+            return Err(bad(
+                "replicas",
+                format!("{replicas}, expected 1..={drive_count}"),
+            ));
         }
         let data_offset = get_u64(b, OFF_DATA_OFFSET);
         if data_offset != DATA_OFFSET {
-            return Err(bad("data_offset", format!("{data_offset}, expected {DATA_OFFSET}")));
+            return Err(bad(
+                "data_offset",
+                format!("{data_offset}, expected {DATA_OFFSET}"),
+            ));
         }
         let data_blocks = get_u64(b, OFF_DATA_BLOCKS);
         if data_blocks == 0 || data_blocks > (1u64 << 40) {
-            return Err(bad("data_blocks", format!("{data_blocks}, expected 1..=2^40")));
+            return Err(bad(
+                "data_blocks",
+                format!("{data_blocks}, expected 1..=2^40"),
+            ));
         }
         let key_kind = KeyKind::from_byte(b[OFF_KEY_KIND])
             .ok_or_else(|| bad("key_kind", format!("{}, expected 1 or 2", b[OFF_KEY_KIND])))?;
         let id_len = b[OFF_KEY_ID_LEN] as usize;
         if id_len == 0 || id_len > MAX_KEY_ID_LEN {
-            return Err(bad("key_id_len", format!("{id_len}, expected 1..={MAX_KEY_ID_LEN}")));
+            return Err(bad(
+                "key_id_len",
+                format!("{id_len}, expected 1..={MAX_KEY_ID_LEN}"),
+            ));
         }
         let key_id = std::str::from_utf8(&b[OFF_KEY_ID..OFF_KEY_ID + id_len])
             .map_err(|_| bad("key_id", "not UTF-8".into()))?
             .to_string();
         if b[OFF_RESERVED..OFF_KEY_ID].iter().any(|&x| x != 0)
-            || b[OFF_KEY_ID + id_len..AUTHENTICATED_LEN].iter().any(|&x| x != 0)
+            || b[OFF_KEY_ID + id_len..AUTHENTICATED_LEN]
+                .iter()
+                .any(|&x| x != 0)
         {
             return Err(bad("reserved", "non-zero padding".into()));
         }
@@ -305,7 +345,10 @@ mod tests {
             data_blocks: 1000,
             key_kind: KeyKind::Local,
             key_id: "local-abc".into(),
-            wrapped: WrappedKey { nonce: [3; 12], sealed: [4; WRAPPED_KEY_LEN] },
+            wrapped: WrappedKey {
+                nonce: [3; 12],
+                sealed: [4; WRAPPED_KEY_LEN],
+            },
         }
     }
 
@@ -329,7 +372,10 @@ mod tests {
             for bit in 0..8 {
                 let mut c = b.clone();
                 c[byte] ^= 1 << bit;
-                assert!(DriveHeader::decode(&c, 1).is_err(), "flip at {byte}.{bit} accepted");
+                assert!(
+                    DriveHeader::decode(&c, 1).is_err(),
+                    "flip at {byte}.{bit} accepted"
+                );
             }
         }
     }

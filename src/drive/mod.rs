@@ -127,7 +127,11 @@ pub struct NewDrive<'a> {
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> DriveError + 'a {
-    move |source| DriveError::Io { path: path.to_path_buf(), op, source }
+    move |source| DriveError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
 }
 
 /// Reads both header slots of a backend, returning each one's state.
@@ -145,7 +149,9 @@ pub fn read_slots(path: &Path, backend: &dyn DriveBackend) -> Result<[SlotState;
             continue;
         }
         let mut buf = vec![0u8; SLOT_SIZE as usize];
-        backend.read_at(off, &mut buf).map_err(io_err(path, "read header"))?;
+        backend
+            .read_at(off, &mut buf)
+            .map_err(io_err(path, "read header"))?;
         slots.push(match DriveHeader::decode(&buf, i) {
             Ok(h) => SlotState::Valid(h),
             Err(e) => SlotState::Invalid(e),
@@ -171,7 +177,11 @@ impl SealedDrive {
         let slots = read_slots(path, backend.as_ref())?;
         let current = match (&slots[0], &slots[1]) {
             (SlotState::Valid(a), SlotState::Valid(b)) => {
-                if b.generation > a.generation { b.clone() } else { a.clone() }
+                if b.generation > a.generation {
+                    b.clone()
+                } else {
+                    a.clone()
+                }
             }
             (SlotState::Valid(a), SlotState::Invalid(_)) => a.clone(),
             (SlotState::Invalid(_), SlotState::Valid(b)) => b.clone(),
@@ -186,9 +196,18 @@ impl SealedDrive {
         let needed = DATA_OFFSET + current.data_blocks * BLOCK_SIZE as u64;
         let found = backend.len().map_err(io_err(path, "size"))?;
         if found < needed {
-            return Err(DriveError::Truncated { path: path.to_path_buf(), found, needed });
+            return Err(DriveError::Truncated {
+                path: path.to_path_buf(),
+                found,
+                needed,
+            });
         }
-        Ok(SealedDrive { path: path.to_path_buf(), backend, slots, current })
+        Ok(SealedDrive {
+            path: path.to_path_buf(),
+            backend,
+            slots,
+            current,
+        })
     }
 
     /// The header in force: the valid slot with the highest generation.
@@ -210,9 +229,18 @@ impl SealedDrive {
     pub fn unlock(self, master: &MasterKey) -> Result<Drive, DriveError> {
         let aad = self.current.associated_data();
         let key = unwrap_data_key(master, &aad, &self.current.wrapped).map_err(|_| {
-            DriveError::Unwrap { path: self.path.clone(), key_id: self.current.key_id.clone() }
+            DriveError::Unwrap {
+                path: self.path.clone(),
+                key_id: self.current.key_id.clone(),
+            }
         })?;
-        Ok(Drive::assemble(self.path, self.backend, self.slots, self.current, &key))
+        Ok(Drive::assemble(
+            self.path,
+            self.backend,
+            self.slots,
+            self.current,
+            &key,
+        ))
     }
 }
 
@@ -267,7 +295,10 @@ impl Drive {
         backend: Arc<dyn DriveBackend>,
         new: &NewDrive<'_>,
     ) -> Result<Drive, DriveError> {
-        let invalid = |detail: String| DriveError::Invalid { path: path.to_path_buf(), detail };
+        let invalid = |detail: String| DriveError::Invalid {
+            path: path.to_path_buf(),
+            detail,
+        };
         if new.key_id.is_empty() || new.key_id.len() > header::MAX_KEY_ID_LEN {
             return Err(invalid(format!("key id of {} bytes", new.key_id.len())));
         }
@@ -277,7 +308,10 @@ impl Drive {
                 new.data_blocks
             )));
         }
-        let crypto = |source| DriveError::Crypto { path: path.to_path_buf(), source };
+        let crypto = |source| DriveError::Crypto {
+            path: path.to_path_buf(),
+            source,
+        };
         let key = DataKey::generate().map_err(crypto)?;
         let mut drive_id = [0u8; 16];
         crate::crypto::random_bytes(&mut drive_id).map_err(crypto)?;
@@ -293,16 +327,31 @@ impl Drive {
             data_blocks: new.data_blocks,
             key_kind: new.key_kind,
             key_id: new.key_id.to_string(),
-            wrapped: crate::crypto::WrappedKey { nonce: [0; 12], sealed: [0; 80] },
+            wrapped: crate::crypto::WrappedKey {
+                nonce: [0; 12],
+                sealed: [0; 80],
+            },
         };
-        header.wrapped = wrap_data_key(new.master, &header.associated_data(), &key).map_err(crypto)?;
+        header.wrapped =
+            wrap_data_key(new.master, &header.associated_data(), &key).map_err(crypto)?;
         let bytes = header.encode();
         for i in 0..SLOT_COUNT {
-            backend.write_at(i as u64 * SLOT_SIZE, &bytes).map_err(io_err(path, "write header"))?;
+            backend
+                .write_at(i as u64 * SLOT_SIZE, &bytes)
+                .map_err(io_err(path, "write header"))?;
         }
         backend.sync().map_err(io_err(path, "sync"))?;
-        let slots = [SlotState::Valid(header.clone()), SlotState::Valid(header.clone())];
-        Ok(Drive::assemble(path.to_path_buf(), backend, slots, header, &key))
+        let slots = [
+            SlotState::Valid(header.clone()),
+            SlotState::Valid(header.clone()),
+        ];
+        Ok(Drive::assemble(
+            path.to_path_buf(),
+            backend,
+            slots,
+            header,
+            &key,
+        ))
     }
 
     /// The image path.
@@ -338,8 +387,11 @@ impl Drive {
     /// Reads and decrypts the run of physical blocks starting at `pbn` into `buf`.
     pub fn read_blocks(&self, pbn: u64, buf: &mut [u8]) -> io::Result<()> {
         self.check_range(pbn, buf.len())?;
-        self.backend.read_at(DATA_OFFSET + pbn * BLOCK_SIZE as u64, buf)?;
-        self.cipher.decrypt_units(pbn, buf);
+        self.backend
+            .read_at(DATA_OFFSET + pbn * BLOCK_SIZE as u64, buf)?;
+        for (i, block) in buf.chunks_exact_mut(BLOCK_SIZE).enumerate() {
+            self.decrypt_block(pbn + i as u64, block);
+        }
         Ok(())
     }
 
@@ -347,11 +399,17 @@ impl Drive {
     /// pair with [`Self::decrypt_block`] for the blocks wanted.
     pub fn read_ciphertext(&self, pbn: u64, buf: &mut [u8]) -> io::Result<()> {
         self.check_range(pbn, buf.len())?;
-        self.backend.read_at(DATA_OFFSET + pbn * BLOCK_SIZE as u64, buf)
+        self.backend
+            .read_at(DATA_OFFSET + pbn * BLOCK_SIZE as u64, buf)
     }
 
-    /// Decrypts one block read from physical block `pbn` in place.
+    /// Decrypts one block read from physical block `pbn` in place. A block of all zeros was
+    /// never written (a sparse or freshly zeroed image) and reads as zeros: a real ciphertext
+    /// block is all zeros with probability 2^-32768.
     pub fn decrypt_block(&self, pbn: u64, block: &mut [u8]) {
+        if block.iter().all(|&b| b == 0) {
+            return;
+        }
         self.cipher.decrypt_units(pbn, block);
     }
 
@@ -360,7 +418,8 @@ impl Drive {
     pub fn write_blocks_in_place(&self, pbn: u64, buf: &mut [u8]) -> io::Result<()> {
         self.check_range(pbn, buf.len())?;
         self.cipher.encrypt_units(pbn, buf);
-        self.backend.write_at(DATA_OFFSET + pbn * BLOCK_SIZE as u64, buf)
+        self.backend
+            .write_at(DATA_OFFSET + pbn * BLOCK_SIZE as u64, buf)
     }
 
     /// Makes completed writes durable.
@@ -371,12 +430,14 @@ impl Drive {
     /// Re-wraps the data key under `master` (rotation step 3 of DESIGN.md): the new header,
     /// one generation up, goes first into the slot holding the older generation and is
     /// synced, then into the other slot and synced. Afterwards no slot holds the old wrap.
-    /// The data area is not touched.
+    /// The data area is not touched. `after_slot` is called after each slot is synced (a test
+    /// hook for cutting a rotation at every step).
     pub fn rewrap(
         &self,
         master: &MasterKey,
         key_kind: KeyKind,
         key_id: &str,
+        after_slot: &mut dyn FnMut(usize),
     ) -> Result<(), DriveError> {
         let mut st = self.headers.lock();
         if key_id.is_empty() || key_id.len() > header::MAX_KEY_ID_LEN {
@@ -389,19 +450,31 @@ impl Drive {
         next.generation = st.slot_generations.iter().max().copied().unwrap_or(0) + 1;
         next.key_kind = key_kind;
         next.key_id = key_id.to_string();
-        next.wrapped = wrap_data_key(master, &next.associated_data(), &st.key)
-            .map_err(|source| DriveError::Crypto { path: self.path.clone(), source })?;
+        next.wrapped =
+            wrap_data_key(master, &next.associated_data(), &st.key).map_err(|source| {
+                DriveError::Crypto {
+                    path: self.path.clone(),
+                    source,
+                }
+            })?;
         let bytes = next.encode();
 
-        let older = if st.slot_generations[0] <= st.slot_generations[1] { 0 } else { 1 };
+        let older = if st.slot_generations[0] <= st.slot_generations[1] {
+            0
+        } else {
+            1
+        };
         for slot in [older, 1 - older] {
             self.backend
                 .write_at(slot as u64 * SLOT_SIZE, &bytes)
                 .map_err(io_err(&self.path, "write header"))?;
-            self.backend.sync().map_err(io_err(&self.path, "sync header"))?;
+            self.backend
+                .sync()
+                .map_err(io_err(&self.path, "sync header"))?;
             st.slot_generations[slot] = next.generation;
             tracing::debug!(drive = %self.path.display(), slot = %slot_letter(slot),
                 generation = next.generation, key_id, "header slot rewritten");
+            after_slot(slot);
         }
         st.current = next;
         Ok(())
@@ -421,7 +494,9 @@ impl Drive {
                 self.backend
                     .write_at(slot as u64 * SLOT_SIZE, &bytes)
                     .map_err(io_err(&self.path, "write header"))?;
-                self.backend.sync().map_err(io_err(&self.path, "sync header"))?;
+                self.backend
+                    .sync()
+                    .map_err(io_err(&self.path, "sync header"))?;
                 st.slot_generations[slot] = g;
                 tracing::warn!(drive = %self.path.display(), slot = %slot_letter(slot),
                     generation = g, "repaired header slot from the other slot");

@@ -13,6 +13,8 @@ pub struct MountOptions {
     pub fsname: String,
     /// Worker threads.
     pub threads: usize,
+    /// Let other users in.
+    pub allow_other: bool,
 }
 
 /// A mounted filesystem.

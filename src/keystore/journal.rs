@@ -30,7 +30,9 @@ pub struct Journal {
 impl Journal {
     /// The journal of state directory `dir`.
     pub fn new(dir: &Path) -> Journal {
-        Journal { path: dir.join("rotation.journal") }
+        Journal {
+            path: dir.join("rotation.journal"),
+        }
     }
 
     /// Records a rotation durably (step 2 of the protocol).
@@ -42,11 +44,20 @@ impl Journal {
     /// The rotation in progress, if any.
     pub fn pending(&self) -> Result<Option<RotationRecord>, KeyStoreError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                KeyStoreError::Corrupt { path: self.path.clone(), detail: e.to_string() }
-            }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| KeyStoreError::Corrupt {
+                        path: self.path.clone(),
+                        detail: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(KeyStoreError::Io { path: self.path.clone(), op: "read", source }),
+            Err(source) => Err(KeyStoreError::Io {
+                path: self.path.clone(),
+                op: "read",
+                source,
+            }),
         }
     }
 
@@ -56,7 +67,11 @@ impl Journal {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
-                return Err(KeyStoreError::Io { path: self.path.clone(), op: "remove", source });
+                return Err(KeyStoreError::Io {
+                    path: self.path.clone(),
+                    op: "remove",
+                    source,
+                });
             }
         }
         statedir::sync_dir(self.path.parent().unwrap_or(Path::new(".")))

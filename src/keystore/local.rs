@@ -20,7 +20,9 @@ impl LocalStore {
     /// The store in state directory `dir`, which is checked to be root-only.
     pub fn open(dir: &Path) -> Result<LocalStore, KeyStoreError> {
         statedir::check_dir(dir)?;
-        Ok(LocalStore { dir: dir.to_path_buf() })
+        Ok(LocalStore {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Path of the file for key `key_id`.
@@ -50,11 +52,18 @@ impl LocalStore {
             });
         }
         statedir::check_secret_file(&path)?;
-        let mut bytes = fs::read(&path)
-            .map_err(|source| KeyStoreError::Io { path: path.clone(), op: "read", source })?;
+        let mut bytes = fs::read(&path).map_err(|source| KeyStoreError::Io {
+            path: path.clone(),
+            op: "read",
+            source,
+        })?;
         let key = MasterKey::from_bytes(&bytes).map_err(|_| KeyStoreError::Corrupt {
             path: path.clone(),
-            detail: format!("key file has {} bytes, expected {}", bytes.len(), MasterKey::LEN),
+            detail: format!(
+                "key file has {} bytes, expected {}",
+                bytes.len(),
+                MasterKey::LEN
+            ),
         });
         bytes.zeroize();
         key
@@ -83,7 +92,10 @@ impl LocalStore {
         for entry in rd.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(id) = name.strip_prefix(PREFIX).and_then(|n| n.strip_suffix(SUFFIX)) {
+            if let Some(id) = name
+                .strip_prefix(PREFIX)
+                .and_then(|n| n.strip_suffix(SUFFIX))
+            {
                 ids.push(id.to_string());
             }
         }

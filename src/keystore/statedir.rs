@@ -90,14 +90,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyStore
 
 /// Fsyncs a directory so that renames and unlinks in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), KeyStoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir, "sync directory"))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir, "sync directory"))
 }
 
 /// Overwrites a file with zeros, syncs it, unlinks it and syncs its directory.
 pub fn destroy_file(path: &Path) -> Result<(), KeyStoreError> {
     if let Ok(md) = fs::metadata(path) {
-        let mut f = OpenOptions::new().write(true).open(path).map_err(io(path, "open"))?;
-        f.write_all(&vec![0u8; md.len() as usize]).map_err(io(path, "overwrite"))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io(path, "open"))?;
+        f.write_all(&vec![0u8; md.len() as usize])
+            .map_err(io(path, "overwrite"))?;
         f.sync_all().map_err(io(path, "sync"))?;
         drop(f);
         fs::remove_file(path).map_err(io(path, "unlink"))?;

@@ -48,7 +48,10 @@ impl Layout {
     /// Copy `k` of logical block `lbn`.
     pub fn place(&self, lbn: u64, k: u64) -> Placement {
         let j = lbn * self.replicas + k;
-        Placement { drive: (j % self.drives) as usize, pbn: j / self.drives }
+        Placement {
+            drive: (j % self.drives) as usize,
+            pbn: j / self.drives,
+        }
     }
 
     /// The logical block and copy number stored at physical block `pbn` of `drive`, if that
@@ -71,7 +74,12 @@ impl Layout {
                 continue;
             }
             let n = (j1 - 1 - first_j) / self.drives + 1;
-            runs.push(DriveRun { drive: d as usize, pbn: first_j / self.drives, count: n, first_j });
+            runs.push(DriveRun {
+                drive: d as usize,
+                pbn: first_j / self.drives,
+                count: n,
+                first_j,
+            });
         }
         runs
     }
@@ -85,7 +93,11 @@ mod tests {
     fn copies_on_distinct_drives_and_runs_cover_all() {
         for n in 1..=6u64 {
             for r in 1..=n {
-                let l = Layout { drives: n, replicas: r, drive_blocks: 50 };
+                let l = Layout {
+                    drives: n,
+                    replicas: r,
+                    drive_blocks: 50,
+                };
                 let total = l.logical_blocks();
                 let mut seen = vec![vec![false; 50]; n as usize];
                 for lbn in 0..total {

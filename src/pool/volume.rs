@@ -69,7 +69,11 @@ impl Pool {
             ));
         }
         let drive_blocks = drives.iter().map(|d| d.data_blocks()).min().unwrap_or(0);
-        let layout = Layout { drives: n, replicas: replicas as u64, drive_blocks };
+        let layout = Layout {
+            drives: n,
+            replicas: replicas as u64,
+            drive_blocks,
+        };
         let members = drives
             .into_iter()
             .map(|drive| Member {
@@ -95,7 +99,10 @@ impl Pool {
     /// Read and write error counts of drive `slot`.
     pub fn error_counts(&self, slot: usize) -> (u64, u64) {
         let m = &self.members[slot];
-        (m.read_errors.load(Ordering::Relaxed), m.write_errors.load(Ordering::Relaxed))
+        (
+            m.read_errors.load(Ordering::Relaxed),
+            m.write_errors.load(Ordering::Relaxed),
+        )
     }
 
     fn write_run(&self, lbn: u64, src: &[u8], run: &DriveRun) -> io::Result<()> {
@@ -119,7 +126,9 @@ impl Pool {
     /// Reads copy `k` of one logical block from its drive.
     pub fn read_copy(&self, lbn: u64, k: u64, buf: &mut [u8]) -> io::Result<()> {
         let p = self.layout.place(lbn, k);
-        self.members[p.drive].drive.read_blocks(p.pbn, &mut buf[..BLOCK_SIZE])
+        self.members[p.drive]
+            .drive
+            .read_blocks(p.pbn, &mut buf[..BLOCK_SIZE])
     }
 
     /// Reads one logical block from the first copy that reads.
@@ -141,7 +150,9 @@ impl Pool {
             }
         }
         Err(last.unwrap_or_else(|| {
-            io::Error::other(format!("logical block {lbn}: no readable copy (all drives failed)"))
+            io::Error::other(format!(
+                "logical block {lbn}: no readable copy (all drives failed)"
+            ))
         }))
     }
 
@@ -185,12 +196,19 @@ impl Pool {
                         })
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().expect("reader thread")).collect()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("reader thread"))
+                    .collect()
             })
         } else {
             runs.iter()
                 .map(|run| {
-                    if self.members[run.drive].is_failed() { None } else { self.read_span(run).ok() }
+                    if self.members[run.drive].is_failed() {
+                        None
+                    } else {
+                        self.read_span(run).ok()
+                    }
                 })
                 .collect()
         };
@@ -227,7 +245,11 @@ impl Pool {
                     let drive = self.layout.place(lbn, k).drive;
                     let same = self.read_copy(lbn, k, &mut other).is_ok() && other == first;
                     if !same {
-                        out.push(CopyMismatch { lbn, copy: k, drive });
+                        out.push(CopyMismatch {
+                            lbn,
+                            copy: k,
+                            drive,
+                        });
                     }
                 }
             }
@@ -243,7 +265,9 @@ impl Pool {
             for k in 1..self.layout.replicas {
                 let p = self.layout.place(lbn, k);
                 let mut copy = buf.clone();
-                self.members[p.drive].drive.write_blocks_in_place(p.pbn, &mut copy)?;
+                self.members[p.drive]
+                    .drive
+                    .write_blocks_in_place(p.pbn, &mut copy)?;
             }
         }
         self.sync()
@@ -265,9 +289,13 @@ impl BlockDevice for Pool {
         let runs = self.layout.drive_runs(lbn, count);
         if buf.len() >= PARALLEL_THRESHOLD && runs.len() > 1 {
             std::thread::scope(|s| {
-                let handles: Vec<_> =
-                    runs.iter().map(|run| s.spawn(move || self.write_run(lbn, buf, run))).collect();
-                handles.into_iter().try_for_each(|h| h.join().expect("writer thread"))
+                let handles: Vec<_> = runs
+                    .iter()
+                    .map(|run| s.spawn(move || self.write_run(lbn, buf, run)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .try_for_each(|h| h.join().expect("writer thread"))
             })?;
         } else {
             for run in &runs {
@@ -276,8 +304,8 @@ impl BlockDevice for Pool {
         }
         // The write stands if every block kept at least one copy on a working drive.
         for l in lbn..lbn + count {
-            let alive =
-                (0..self.layout.replicas).any(|k| !self.members[self.layout.place(l, k).drive].is_failed());
+            let alive = (0..self.layout.replicas)
+                .any(|k| !self.members[self.layout.place(l, k).drive].is_failed());
             if !alive {
                 return Err(io::Error::other(format!(
                     "logical block {l}: every drive holding a copy has failed"
@@ -295,7 +323,10 @@ impl BlockDevice for Pool {
                 .filter(|m| !m.is_failed())
                 .map(|m| s.spawn(move || m.drive.sync()))
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("sync thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("sync thread"))
+                .collect()
         });
         results.into_iter().collect()
     }

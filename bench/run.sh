@@ -76,7 +76,7 @@ if wants atrest-null-r1; then
 fi
 
 # The atrest CLI this script drives: `format --state-dir --drive --drive-size --replicas` and
-# `mount --state-dir --no-api MOUNTPOINT`.
+# `mount --state-dir [--no-api] MOUNTPOINT` (--no-api is passed when the binary knows it).
 atrest_supported() {
   local bin=$1 help
   help=$("$bin" format --help 2>&1) || return 1
@@ -84,9 +84,11 @@ atrest_supported() {
     grep -q -- "$flag" <<<"$help" || return 1
   done
   help=$("$bin" mount --help 2>&1) || return 1
-  for flag in --state-dir --no-api; do
-    grep -q -- "$flag" <<<"$help" || return 1
-  done
+  grep -q -- --state-dir <<<"$help"
+}
+
+atrest_mount_flags() {
+  if "$1" mount --help 2>&1 | grep -q -- --no-api; then echo --no-api; fi
 }
 
 # --- work area: one tmpfs holds every target's backing store ---
@@ -155,7 +157,7 @@ setup_atrest() {
   local t=$1 bin=$2 replicas=$3 drives=() i
   if [ ! -x "$bin" ] || ! atrest_supported "$bin"; then
     log "ERROR: $bin lacks 'format --state-dir --drive --drive-size --replicas' or" \
-        "'mount --state-dir --no-api': $t skipped (merge the lead's CLI first)"
+        "'mount --state-dir': $t skipped (merge the lead's CLI first)"
     failed_targets+=("$t")
     return
   fi
@@ -170,7 +172,9 @@ setup_atrest() {
     failed_targets+=("$t")
     return
   fi
-  start_daemon "$t" "$bin" mount --state-dir "$base/state" --no-api "$work/mnt/$t"
+  # shellcheck disable=SC2046
+  start_daemon "$t" "$bin" mount --state-dir "$base/state" $(atrest_mount_flags "$bin") \
+    "$work/mnt/$t"
 }
 
 for t in $TARGETS; do

@@ -83,7 +83,8 @@ def main():
           f"{settings.get('kernel', '?')}, {settings.get('fio', '?')}; "
           f"{settings.get('rounds', '?')} rounds of {settings.get('runtime_s', '?')} s per run, "
           f"{settings.get('size', '?')} per file, backing store "
-          f"{settings.get('backing', '?')}, atrest drives of {settings.get('drive_size', '?')}.")
+          f"{settings.get('backing', '?')}, atrest drives of {settings.get('drive_size', '?')}, "
+          f"{settings.get('fuse_threads', '?')} FUSE threads (atrest, passthrough).")
     if settings.get("failed"):
         print(f"\nNot run (could not be set up): {settings['failed']}.")
     if settings.get("stopped"):

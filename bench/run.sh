@@ -13,6 +13,7 @@
 #   BENCH_JOBS="seqwrite seqread randread randwrite mixed parallel"
 #   BENCH_MODES="direct buffered"
 #   BENCH_DRIVE_SIZE=2G  size of each atrest drive image (sparse, on the tmpfs)
+#   BENCH_FUSE_THREADS=4 FUSE worker threads of atrest and of the passthrough filesystem
 #   BENCH_TMPFS_SIZE=10G size limit of the backing tmpfs
 #   BENCH_DEADLINE_MIN=19  no fio run starts after this many minutes; the table says so
 #   BENCH_KEEP=1         keep the work directory (fio JSON is kept under bench/results anyway)
@@ -34,6 +35,7 @@ TARGETS=${BENCH_TARGETS:-raw passthrough gocryptfs atrest-null-r1 atrest-r1 atre
 JOBS=${BENCH_JOBS:-seqwrite seqread randread randwrite mixed parallel}
 MODES=${BENCH_MODES:-direct buffered}
 DRIVE_SIZE=${BENCH_DRIVE_SIZE:-2G}
+FUSE_THREADS=${BENCH_FUSE_THREADS:-4}
 TMPFS_SIZE=${BENCH_TMPFS_SIZE:-10G}
 DEADLINE=$(( $(date +%s) + ${BENCH_DEADLINE_MIN:-19} * 60 ))
 NULL_TARGET_DIR=$root/target/bench-null
@@ -88,7 +90,10 @@ atrest_supported() {
 }
 
 atrest_mount_flags() {
-  if "$1" mount --help 2>&1 | grep -q -- --no-api; then echo --no-api; fi
+  local help
+  help=$("$1" mount --help 2>&1)
+  if grep -q -- --no-api <<<"$help"; then echo --no-api; fi
+  if grep -q -- --threads <<<"$help"; then echo --threads "$FUSE_THREADS"; fi
 }
 
 # --- work area: one tmpfs holds every target's backing store ---
@@ -183,7 +188,8 @@ for t in $TARGETS; do
       mkdir -p "$back/raw"; dir_of[raw]=$back/raw ;;
     passthrough)
       mkdir -p "$back/passthrough"
-      start_daemon passthrough "$passthrough_bin" "$back/passthrough" "$work/mnt/passthrough" ;;
+      start_daemon passthrough "$passthrough_bin" "$back/passthrough" "$work/mnt/passthrough" \
+        "$FUSE_THREADS" ;;
     gocryptfs)
       mkdir -p "$back/gocryptfs"
       echo "atrest-bench-password" >"$work/gocryptfs.pass"
@@ -216,6 +222,7 @@ rounds=$ROUNDS
 runtime_s=$RUNTIME
 size=$SIZE
 drive_size=$DRIVE_SIZE
+fuse_threads=$FUSE_THREADS
 backing=tmpfs ($TMPFS_SIZE)
 targets=${ready[*]}
 failed=${failed_targets[*]:-}

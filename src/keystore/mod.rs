@@ -7,6 +7,7 @@
 //! the next start. This module knows nothing of blocks or files.
 
 pub mod journal;
+pub mod kmip;
 pub mod local;
 pub mod statedir;
 

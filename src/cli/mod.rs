@@ -132,6 +132,7 @@ pub fn main() -> i32 {
 }
 
 fn run(cmd: Command) -> Result<(), String> {
+    crate::crypto::ensure_cipher_allowed().map_err(|e| e.to_string())?;
     match cmd {
         Command::Format {
             state_dir,

@@ -100,6 +100,47 @@ pub(crate) fn punch_from(t: &mut Tx, ino: u64, from: u64) -> Result<u64, FsError
     Ok(dropped)
 }
 
+/// The unmapped runs (file block, length) of `[from, to)` given its mapped segments.
+fn holes_of(segs: &[Seg], from: u64, to: u64) -> Vec<(u64, u64)> {
+    let mut holes = Vec::new();
+    let mut at = from;
+    for &(f, _, n) in segs {
+        if f > at {
+            holes.push((at, f - at));
+        }
+        at = f + n;
+    }
+    if at < to {
+        holes.push((at, to - at));
+    }
+    holes
+}
+
+/// Lays allocated runs over holes, in order: the new segments.
+fn assign(holes: &[(u64, u64)], runs: &[(u64, u64)]) -> Result<Vec<Seg>, FsError> {
+    let mut out = Vec::new();
+    let mut run_iter = runs.iter().copied();
+    let mut cur: Option<(u64, u64)> = None;
+    for &(mut f, mut n) in holes {
+        while n > 0 {
+            let (l, rn) = match cur.take() {
+                Some(c) => c,
+                None => run_iter.next().ok_or_else(|| {
+                    FsError::Corrupt("allocator returned fewer blocks than asked".into())
+                })?,
+            };
+            let take = n.min(rn);
+            out.push((f, l, take));
+            if rn > take {
+                cur = Some((l + take, rn - take));
+            }
+            f += take;
+            n -= take;
+        }
+    }
+    Ok(out)
+}
+
 impl Fs {
     /// Reads up to `size` bytes at `offset`; short at end of file.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
@@ -168,43 +209,14 @@ impl Fs {
         };
 
         // The holes of [fb0, fb1) get new blocks.
-        let mut holes = Vec::new();
-        let mut at = fb0;
-        for &(f, _, n) in &segs {
-            if f > at {
-                holes.push((at, f - at));
-            }
-            at = f + n;
-        }
-        if at < fb1 {
-            holes.push((at, fb1 - at));
-        }
+        let holes = holes_of(&segs, fb0, fb1);
         let need: u64 = holes.iter().map(|h| h.1).sum();
         let runs = if need > 0 {
             self.allocate(need, hint)?
         } else {
             Vec::new()
         };
-        let mut new_segs = Vec::new();
-        let mut run_iter = runs.iter().copied();
-        let mut cur: Option<(u64, u64)> = None;
-        for (mut f, mut n) in holes {
-            while n > 0 {
-                let (l, rn) = match cur.take() {
-                    Some(c) => c,
-                    None => run_iter.next().ok_or_else(|| {
-                        FsError::Corrupt("allocator returned fewer blocks than asked".into())
-                    })?,
-                };
-                let take = n.min(rn);
-                new_segs.push((f, l, take));
-                if rn > take {
-                    cur = Some((l + take, rn - take));
-                }
-                f += take;
-                n -= take;
-            }
-        }
+        let new_segs = assign(&holes, &runs)?;
 
         let res = self.write_segments(ino, offset, data, size, &segs, &new_segs);
         let res = res.and_then(|()| {
@@ -226,6 +238,62 @@ impl Fs {
             return Err(e);
         }
         Ok(data.len())
+    }
+
+    /// Reserves blocks for `[offset, offset + len)` (zero-filled where there were holes) and
+    /// extends the size to cover it, as `fallocate` mode 0 does.
+    pub fn fallocate(&self, ino: u64, offset: u64, len: u64) -> Result<(), FsError> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= MAX_FILE_SIZE && len > 0)
+            .ok_or(FsError::FileTooBig)?;
+        let _g = self.inner.data_lock(ino).write();
+        let (fb0, fb1) = (offset / BS, end.div_ceil(BS));
+        let segs = {
+            let rx = self.inner.db.begin_read()?;
+            let i = get_inode(&rx.open_table(INODES)?, ino)?;
+            if i.kind != FileKind::File {
+                return Err(FsError::Invalid(format!("fallocate of inode {ino}")));
+            }
+            mapped(&rx.open_table(EXTENTS)?, ino, fb0, fb1)?
+        };
+        let holes = holes_of(&segs, fb0, fb1);
+        let need: u64 = holes.iter().map(|h| h.1).sum();
+        let runs = if need > 0 {
+            self.allocate(need, None)?
+        } else {
+            Vec::new()
+        };
+        let new_segs = assign(&holes, &runs)?;
+        let zeros = vec![0u8; 256 * BLOCK_SIZE];
+        let res = (|| {
+            for &(f, l, n) in &new_segs {
+                let mut done = 0;
+                while done < n {
+                    let k = (n - done).min(256);
+                    self.inner
+                        .dev
+                        .write_blocks(l + done, &zeros[..(k * BS) as usize])
+                        .map_err(dev_err(format!("zeroing inode {ino} file block {f}")))?;
+                    done += k;
+                }
+            }
+            self.inner.write_tx(|t| {
+                let mut i = load(t, ino)?;
+                for &(f, l, n) in &new_segs {
+                    insert_extent(t, ino, f, l, n)?;
+                }
+                i.blocks += need;
+                i.size = i.size.max(end);
+                i.ctime = now();
+                store(t, ino, &i)
+            })
+        })();
+        if let Err(e) = res {
+            self.inner.alloc.lock().release_now(&runs);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Takes `count` data blocks; with none free, waits for pending frees to become durable

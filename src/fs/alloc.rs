@@ -74,15 +74,14 @@ impl Allocator {
         }
         let mut out = Vec::new();
         let mut left = count;
-        if let Some(h) = hint {
-            if let Some((&s, &n)) = self.free.range(..=h).next_back() {
-                if s + n > h {
-                    let take = left.min(s + n - h);
-                    self.take(h, take);
-                    out.push((h, take));
-                    left -= take;
-                }
-            }
+        if let Some(h) = hint
+            && let Some((&s, &n)) = self.free.range(..=h).next_back()
+            && s + n > h
+        {
+            let take = left.min(s + n - h);
+            self.take(h, take);
+            out.push((h, take));
+            left -= take;
         }
         while left > 0 {
             // First a run from the cursor on that holds all that is left, else the next run.
@@ -159,12 +158,12 @@ impl Allocator {
             return;
         }
         let (mut s, mut n) = (start, count);
-        if let Some((&ps, &pn)) = self.free.range(..s).next_back() {
-            if ps + pn == s {
-                self.free.remove(&ps);
-                s = ps;
-                n += pn;
-            }
+        if let Some((&ps, &pn)) = self.free.range(..s).next_back()
+            && ps + pn == s
+        {
+            self.free.remove(&ps);
+            s = ps;
+            n += pn;
         }
         if let Some(&nn) = self.free.get(&(start + count)) {
             self.free.remove(&(start + count));

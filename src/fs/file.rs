@@ -51,20 +51,21 @@ fn insert_extent(t: &mut Tx, ino: u64, f: u64, l: u64, n: u64) -> Result<(), FsE
         .next_back()
         .transpose()?
         .map(|(k, v)| (k.value().1, v.value()));
-    if let Some((pf, (pl, pn))) = prev {
-        if pf + pn == f && pl + pn == l {
-            tab.remove((ino, pf))?;
-            f = pf;
-            l = pl;
-            n += pn;
-        }
+    if let Some((pf, (pl, pn))) = prev
+        && pf + pn == f
+        && pl + pn == l
+    {
+        tab.remove((ino, pf))?;
+        f = pf;
+        l = pl;
+        n += pn;
     }
     let next = tab.get((ino, f + n))?.map(|v| v.value());
-    if let Some((nl, nn)) = next {
-        if nl == l + n {
-            tab.remove((ino, f + n))?;
-            n += nn;
-        }
+    if let Some((nl, nn)) = next
+        && nl == l + n
+    {
+        tab.remove((ino, f + n))?;
+        n += nn;
     }
     tab.insert((ino, f), (l, n))?;
     Ok(())
@@ -80,13 +81,13 @@ pub(crate) fn punch_from(t: &mut Tx, ino: u64, from: u64) -> Result<u64, FsError
         .next_back()
         .transpose()?
         .map(|(k, v)| (k.value().1, v.value()));
-    if let Some((f, (l, n))) = straddle {
-        if f + n > from {
-            let keep = from - f;
-            tab.insert((ino, f), (l, keep))?;
-            t.freed.push((l + keep, n - keep));
-            dropped += n - keep;
-        }
+    if let Some((f, (l, n))) = straddle
+        && f + n > from
+    {
+        let keep = from - f;
+        tab.insert((ino, f), (l, keep))?;
+        t.freed.push((l + keep, n - keep));
+        dropped += n - keep;
     }
     let rest: Vec<Seg> = tab
         .range((ino, from)..=(ino, u64::MAX))?
@@ -381,7 +382,7 @@ impl Fs {
     ) -> Result<(), FsError> {
         let keep = size.div_ceil(BS);
         i.blocks = i.blocks.saturating_sub(punch_from(t, ino, keep)?);
-        if size % BS != 0 {
+        if !size.is_multiple_of(BS) {
             let fb = size / BS;
             let seg = mapped(&t.tx.open_table(EXTENTS)?, ino, fb, fb + 1)?;
             if let Some(&(_, l, _)) = seg.first() {

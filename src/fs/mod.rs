@@ -543,10 +543,10 @@ fn flusher(inner: std::sync::Weak<Inner>, stop: Receiver<()>) {
             _ => return,
         }
         let Some(inner) = inner.upgrade() else { return };
-        if inner.dirty.load(Ordering::Acquire) {
-            if let Err(e) = inner.sync_all() {
-                tracing::error!(error = %e, "periodic metadata commit failed");
-            }
+        if inner.dirty.load(Ordering::Acquire)
+            && let Err(e) = inner.sync_all()
+        {
+            tracing::error!(error = %e, "periodic metadata commit failed");
         }
     }
 }

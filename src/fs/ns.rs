@@ -589,10 +589,10 @@ impl Fs {
     /// Changes attributes; a size change truncates or extends a regular file.
     pub fn setattr(&self, ino: u64, s: &SetAttr) -> Result<Attr, FsError> {
         let _g = s.size.map(|_| self.inner.data_lock(ino).write());
-        if let Some(size) = s.size {
-            if size > MAX_FILE_SIZE {
-                return Err(FsError::FileTooBig);
-            }
+        if let Some(size) = s.size
+            && size > MAX_FILE_SIZE
+        {
+            return Err(FsError::FileTooBig);
         }
         self.inner.write_tx(|t| {
             let mut i = load(t, ino)?;

@@ -85,7 +85,7 @@ impl MetaBackend {
     /// Reads any byte range, whole blocks straight into `out` where aligned.
     fn read_bytes(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         let bs = BLOCK_SIZE as u64;
-        if offset % bs == 0 && out.len() % BLOCK_SIZE == 0 && !out.is_empty() {
+        if offset.is_multiple_of(bs) && out.len().is_multiple_of(BLOCK_SIZE) && !out.is_empty() {
             return self.dev.read_blocks(self.start + offset / bs, out);
         }
         let first = offset / bs;
@@ -104,7 +104,7 @@ impl MetaBackend {
         if data.is_empty() {
             return Ok(());
         }
-        if offset % bs == 0 && data.len() % BLOCK_SIZE == 0 {
+        if offset.is_multiple_of(bs) && data.len().is_multiple_of(BLOCK_SIZE) {
             return self.dev.write_blocks(self.start + offset / bs, data);
         }
         let first = offset / bs;
@@ -164,7 +164,7 @@ impl StorageBackend for MetaBackend {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendError> {
         let bs = BLOCK_SIZE as u64;
-        let aligned = offset % bs == 0 && data.len() % BLOCK_SIZE == 0;
+        let aligned = offset.is_multiple_of(bs) && data.len().is_multiple_of(BLOCK_SIZE);
         let st = self.state.lock();
         self.check(offset, data.len(), st.len)?;
         if aligned {

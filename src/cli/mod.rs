@@ -238,6 +238,7 @@ fn mount(
         fsname: format!("atrest:{}", node.config().volume_id),
         threads,
         allow_other,
+        ..Default::default()
     };
     let handle = match crate::fuse::mount(node.fs().clone(), &mountpoint, &opts) {
         Ok(h) => h,

@@ -145,6 +145,7 @@ pub fn main() -> i32 {
 }
 
 fn run(cmd: Command) -> Result<(), String> {
+    crate::crypto::ensure_cipher_allowed().map_err(|e| e.to_string())?;
     match cmd {
         // Normally handled in `main`, before logging starts.
         Command::Client(c) => match client::run(c) {
@@ -255,6 +256,7 @@ fn mount(
         fsname: format!("atrest:{}", node.config().volume_id),
         threads,
         allow_other,
+        ..Default::default()
     };
     let handle = match crate::fuse::mount(node.fs().clone(), &mountpoint, &opts) {
         Ok(h) => h,

@@ -19,6 +19,11 @@ pub trait DriveBackend: Send + Sync {
     fn sync(&self) -> io::Result<()>;
     /// Size of the image in bytes.
     fn len(&self) -> io::Result<u64>;
+
+    /// Whether the image has no bytes at all.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
 }
 
 /// A drive image file or block device, opened read-write.

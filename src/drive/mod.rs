@@ -371,7 +371,9 @@ impl Drive {
 
     fn check_range(&self, pbn: u64, len: usize) -> io::Result<()> {
         let count = (len / BLOCK_SIZE) as u64;
-        if len % BLOCK_SIZE != 0 || pbn.checked_add(count).is_none_or(|e| e > self.data_blocks) {
+        if !len.is_multiple_of(BLOCK_SIZE)
+            || pbn.checked_add(count).is_none_or(|e| e > self.data_blocks)
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(

@@ -168,7 +168,7 @@ impl Pool {
         }
         for (i, block) in span.chunks_exact_mut(BLOCK_SIZE).enumerate() {
             let j = run.first_j + i as u64 * self.layout.drives;
-            if j % self.layout.replicas == 0 {
+            if j.is_multiple_of(self.layout.replicas) {
                 member.drive.decrypt_block(run.pbn + i as u64, block);
             }
         }
@@ -216,7 +216,7 @@ impl Pool {
         for (run, span) in runs.iter().zip(spans) {
             for i in 0..run.count {
                 let j = run.first_j + i * self.layout.drives;
-                if j % self.layout.replicas != 0 {
+                if !j.is_multiple_of(self.layout.replicas) {
                     continue;
                 }
                 let l = (j / self.layout.replicas - lbn) as usize;

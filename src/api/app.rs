@@ -187,7 +187,9 @@ struct KeyStorePut {
     #[serde(rename = "type")]
     store_type: String,
     kms_store: Option<KmsWire>,
-    local_store: Option<Value>,
+    /// Accepted (as the GET answer carries it) and ignored: a local store has no settings.
+    #[serde(rename = "local_store")]
+    _local_store: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -725,7 +727,6 @@ impl App {
                 )));
             }
         };
-        let _ = put.local_store;
         let key_ids = match &target {
             SetKeyStore::Kms(k) => k.key_id.iter().cloned().collect(),
             SetKeyStore::Local => Vec::new(),

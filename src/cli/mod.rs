@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 
 use crate::node::{self, FormatRequest, NewMasterKey, Node, Unlocked};
 
+pub mod client;
+
 /// Encryption at rest for a storage node.
 #[derive(Parser)]
 #[command(name = "atrest", version, about)]
@@ -70,6 +72,9 @@ enum Command {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// The REST client subcommands named as in qq (login, encryption_get_status, ...).
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 /// Parses a size like `2G`, `512M`, `4096`, `1T` (binary units).
@@ -118,11 +123,19 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    // Client subcommands print exactly what qq prints, so no log lines and no extra error line.
+    let command = match cli.command {
+        Command::Client(c) => {
+            let _ = crate::sys::disable_core_dumps();
+            return client::run(c);
+        }
+        other => other,
+    };
     init_logging();
     if let Err(e) = crate::sys::disable_core_dumps() {
         tracing::warn!(error = %e, "could not disable core dumps");
     }
-    match run(cli.command) {
+    match run(command) {
         Ok(()) => 0,
         Err(msg) => {
             eprintln!("atrest: error: {msg}");
@@ -134,6 +147,11 @@ pub fn main() -> i32 {
 fn run(cmd: Command) -> Result<(), String> {
     crate::crypto::ensure_cipher_allowed().map_err(|e| e.to_string())?;
     match cmd {
+        // Normally handled in `main`, before logging starts.
+        Command::Client(c) => match client::run(c) {
+            0 => Ok(()),
+            code => Err(format!("client command failed with exit code {code}")),
+        },
         Command::Format {
             state_dir,
             drives,

@@ -270,7 +270,9 @@ fn mount(
     std::thread::spawn(move || {
         if let Ok(sig) = stop.wait() {
             tracing::info!(signal = ?sig, "unmounting");
-            unmounter.unmount();
+            if let Err(e) = unmounter.unmount() {
+                tracing::error!(error = %e, "unmount failed");
+            }
         }
     });
     let joined = handle.join();

@@ -188,6 +188,9 @@ impl Mount {
             .arg(state)
             .args(extra)
             .arg(mnt);
+        if !extra.contains(&"--api") {
+            cmd.arg("--no-api");
+        }
         cmd.env("RUST_LOG", "atrest=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null());

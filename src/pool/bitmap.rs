@@ -19,7 +19,8 @@ impl Bitmap {
 
     /// Whether bit `i` is set (false beyond the end).
     pub fn get(&self, i: u64) -> bool {
-        i < self.bits && self.words[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+        i < self.bits
+            && self.words[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
     }
 
     /// Sets bit `i`; true if it was clear.
@@ -114,7 +115,11 @@ impl Bitmap {
 
     fn word_mask(&self, w: usize) -> u64 {
         let end = self.bits - w as u64 * 64;
-        if end >= 64 { u64::MAX } else { (1u64 << end) - 1 }
+        if end >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << end) - 1
+        }
     }
 }
 

@@ -117,7 +117,10 @@ pub(crate) fn load(dir: &Path, slot: usize, blocks: u64) -> io::Result<Option<St
         return Err(bad(format!("names slot {}, expected {slot}", u32_at(12))));
     }
     if u64_at(32) != blocks {
-        return Err(bad(format!("covers {} blocks, expected {blocks}", u64_at(32))));
+        return Err(bad(format!(
+            "covers {} blocks, expected {blocks}",
+            u64_at(32)
+        )));
     }
     let mut drive_id = [0u8; 16];
     drive_id.copy_from_slice(&body[16..32]);

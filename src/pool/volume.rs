@@ -675,21 +675,22 @@ impl Pool {
             dirty: Bitmap::new(inner.sum_base),
             drive: drive.clone(),
         };
-        let old = {
+        let (old, count) = {
             let _all = inner.lock_all();
             cell.mark_rebuild();
             let old = cell.attached.write().replace(Arc::new(att));
             *cell.path.lock() = Some(drive.path().to_path_buf());
             *cell.drive_id.lock() = Some(h.drive_id);
             cell.set_state(SlotState::Healthy);
-            old
+            (old, cell.stale_count.load(Ordering::Acquire))
         };
         drop(old);
         inner.persist_or_log(slot);
         inner.unstick_all();
-        tracing::info!(slot, drive = %drive.path().display(), "drive replaced; rebuilding");
+        tracing::info!(slot, drive = %drive.path().display(), blocks = count,
+            "drive replaced; rebuilding");
         inner.kick();
-        Ok(cell.stale_count.load(Ordering::Acquire))
+        Ok(count)
     }
 
     /// Checks that every attached drive's image is still under its path; one that was deleted
@@ -712,21 +713,32 @@ impl Pool {
         let mut copies = vec![[0u8; BLOCK_SIZE]; r];
         let mut states = vec![CopyRead::Unavailable; r];
         for &(start, count) in runs {
-            check_run(inner.layout.logical_blocks(), start, count as usize * BLOCK_SIZE)?;
+            check_run(
+                inner.layout.logical_blocks(),
+                start,
+                count as usize * BLOCK_SIZE,
+            )?;
             for lbn in start..start + count {
                 let _g = inner.stripe(lbn).write();
                 for k in 0..r {
                     states[k] = inner.read_copy_checked(lbn, k as u64, &mut copies[k]);
                 }
                 report.checked += 1;
-                let reference = states.iter().position(|s| *s == CopyRead::Good).or_else(|| {
-                    let k = states.iter().position(|s| *s == CopyRead::BadSum)?;
-                    inner.unclean.load(Ordering::Relaxed).then(|| {
-                        tracing::warn!(lbn, copy = k, "no copy matches its checksum after an \
-                            unclean stop: taking it as a cut write");
-                        k
-                    })
-                });
+                let reference = states
+                    .iter()
+                    .position(|s| *s == CopyRead::Good)
+                    .or_else(|| {
+                        let k = states.iter().position(|s| *s == CopyRead::BadSum)?;
+                        inner.unclean.load(Ordering::Relaxed).then(|| {
+                            tracing::warn!(
+                                lbn,
+                                copy = k,
+                                "no copy matches its checksum after an \
+                            unclean stop: taking it as a cut write"
+                            );
+                            k
+                        })
+                    });
                 let Some(good) = reference else {
                     report.unrecoverable += 1;
                     tracing::error!(lbn, "scrub: no good copy of the block");
@@ -760,7 +772,11 @@ impl Pool {
         let mut first = vec![0u8; BLOCK_SIZE];
         let mut other = vec![0u8; BLOCK_SIZE];
         for &(start, count) in runs {
-            check_run(inner.layout.logical_blocks(), start, count as usize * BLOCK_SIZE)?;
+            check_run(
+                inner.layout.logical_blocks(),
+                start,
+                count as usize * BLOCK_SIZE,
+            )?;
             for lbn in start..start + count {
                 let mut reference = None;
                 for k in 0..inner.layout.replicas {
@@ -950,8 +966,10 @@ impl Inner {
             for (i, v) in buf.chunks_exact(4).enumerate() {
                 let pbn = b * SUMS_PER_BLOCK + i as u64;
                 if pbn < self.sum_base {
-                    sums[pbn as usize]
-                        .store(u32::from_le_bytes(v.try_into().expect("4")), Ordering::Relaxed);
+                    sums[pbn as usize].store(
+                        u32::from_le_bytes(v.try_into().expect("4")),
+                        Ordering::Relaxed,
+                    );
                 }
             }
         }
@@ -1006,7 +1024,11 @@ impl Inner {
                 }
             }
             cell.stale_count.fetch_add(n, Ordering::AcqRel);
-            tracing::info!(slot = i, stale_blocks = n, "stale blocks recorded for the slot");
+            tracing::info!(
+                slot = i,
+                stale_blocks = n,
+                "stale blocks recorded for the slot"
+            );
         }
         Ok(())
     }
@@ -1197,8 +1219,13 @@ impl Inner {
             CopyRead::Good
         } else {
             cell.checksum_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(lbn, copy = k, slot = p.drive, pbn = p.pbn,
-                "block copy fails its checksum");
+            tracing::warn!(
+                lbn,
+                copy = k,
+                slot = p.drive,
+                pbn = p.pbn,
+                "block copy fails its checksum"
+            );
             CopyRead::BadSum
         }
     }
@@ -1273,8 +1300,12 @@ impl Inner {
             if self.read_copy_checked(lbn, k, dst) == CopyRead::IoError {
                 return Err(eio(format!("logical block {lbn}: no readable copy")));
             }
-            tracing::warn!(lbn, copy = k, "no copy matches its checksum after an unclean stop: \
-                taking copy {k} as a write cut by the crash and rewriting the copies");
+            tracing::warn!(
+                lbn,
+                copy = k,
+                "no copy matches its checksum after an unclean stop: \
+                taking copy {k} as a write cut by the crash and rewriting the copies"
+            );
             self.write_copy_of(lbn, k, dst);
             for k2 in 0..r {
                 if k2 != k && !bad.contains(&k2) {
@@ -1589,8 +1620,7 @@ impl Inner {
             done += 1;
             if done.is_multiple_of(256) {
                 self.progress(done, total, unrecoverable, started);
-                if self.watch_interval.is_some() && last_check.elapsed() > Duration::from_secs(1)
-                {
+                if self.watch_interval.is_some() && last_check.elapsed() > Duration::from_secs(1) {
                     last_check = Instant::now();
                     self.check_images();
                 }
@@ -1602,11 +1632,19 @@ impl Inner {
             if let Err(e) = self.sync() {
                 tracing::error!(slot, error = %e, "sync after restripe failed");
             }
-            tracing::info!(slot, blocks = done, secs = started.elapsed().as_secs_f64(),
-                "restriper finished: slot is fully in sync");
+            tracing::info!(
+                slot,
+                blocks = done,
+                secs = started.elapsed().as_secs_f64(),
+                "restriper finished: slot is fully in sync"
+            );
             self.unstick_all();
         } else if unrecoverable > 0 && cell.state() == SlotState::Healthy {
-            tracing::error!(slot, unrecoverable, "blocks with no good copy to restore from");
+            tracing::error!(
+                slot,
+                unrecoverable,
+                "blocks with no good copy to restore from"
+            );
             cell.stuck.store(true, Ordering::Release);
         }
         let mut st = self.restriper.lock();
@@ -1658,7 +1696,9 @@ impl BlockDevice for Pool {
                     .collect()
             })
         } else {
-            runs.iter().map(|run| inner.write_run(lbn, buf, run)).collect()
+            runs.iter()
+                .map(|run| inner.write_run(lbn, buf, run))
+                .collect()
         };
         let mut landed = vec![true; inner.layout.drives as usize];
         for (run, res) in runs.iter().zip(results) {

@@ -299,7 +299,7 @@ fn replace_rebuilds_while_io_goes_on() {
         (SlotState::Healthy, 0, false)
     );
     assert_eq!(s.path.as_deref(), Some(new_path.as_path()));
-    let ver = |l: u64| if l % 7 == 0 { 2 } else { 1 };
+    let ver = |l: u64| if l.is_multiple_of(7) { 2 } else { 1 };
     assert!(p.verify_copies(&[(0, p.block_count())]).unwrap().is_empty());
     let rep = p.scrub(Some(&[(0, 3000)])).unwrap();
     assert_eq!((rep.checked, rep.repaired, rep.unrecoverable), (3000, 0, 0));

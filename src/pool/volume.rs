@@ -284,6 +284,10 @@ struct SlotCell {
     cleared_syncing: Bitmap,
     /// The stale file exists.
     file_exists: AtomicBool,
+    /// Stale bits changed since the stale file was last written.
+    changed: AtomicBool,
+    /// `cleared` may have bits set.
+    has_cleared: AtomicBool,
     /// Serialises stale-file writes.
     persist: Mutex<()>,
     /// The restriper found blocks without a good copy; retried after the next change.
@@ -866,6 +870,8 @@ impl SlotCell {
             cleared: Bitmap::new(blocks),
             cleared_syncing: Bitmap::new(blocks),
             file_exists: AtomicBool::new(false),
+            changed: AtomicBool::new(false),
+            has_cleared: AtomicBool::new(false),
             persist: Mutex::new(()),
             stuck: AtomicBool::new(false),
             read_errors: AtomicU64::new(0),
@@ -893,6 +899,7 @@ impl SlotCell {
 
     fn mark_rebuild(&self) {
         self.rebuild.store(true, Ordering::Release);
+        self.changed.store(true, Ordering::Release);
         let newly = self.stale.set_all();
         self.stale_count.fetch_add(newly, Ordering::AcqRel);
     }
@@ -909,6 +916,9 @@ impl SlotCell {
             }
         }
         self.stale_count.fetch_add(newly, Ordering::AcqRel);
+        if newly > 0 {
+            self.changed.store(true, Ordering::Release);
+        }
         newly > 0
     }
 
@@ -916,6 +926,8 @@ impl SlotCell {
     fn clear_stale(&self, pbn: u64) {
         if self.stale.clear(pbn) {
             self.cleared.set(pbn);
+            self.has_cleared.store(true, Ordering::Release);
+            self.changed.store(true, Ordering::Release);
             self.stale_count.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -959,12 +971,15 @@ impl Inner {
 
     /// Reads a drive's checksum region.
     fn load_attached(&self, drive: Arc<Drive>) -> io::Result<Attached> {
+        const CHUNK: u64 = 256;
         let sums: Vec<AtomicU32> = (0..self.sum_base).map(|_| AtomicU32::new(0)).collect();
-        let mut buf = vec![0u8; BLOCK_SIZE];
-        for b in 0..self.sum_blocks {
-            drive.read_blocks(self.sum_base + b, &mut buf)?;
+        let mut buf = vec![0u8; CHUNK as usize * BLOCK_SIZE];
+        for b0 in (0..self.sum_blocks).step_by(CHUNK as usize) {
+            let n = CHUNK.min(self.sum_blocks - b0) as usize;
+            let buf = &mut buf[..n * BLOCK_SIZE];
+            drive.read_blocks(self.sum_base + b0, buf)?;
             for (i, v) in buf.chunks_exact(4).enumerate() {
-                let pbn = b * SUMS_PER_BLOCK + i as u64;
+                let pbn = b0 * SUMS_PER_BLOCK + i as u64;
                 if pbn < self.sum_base {
                     sums[pbn as usize].store(
                         u32::from_le_bytes(v.try_into().expect("4")),
@@ -1047,6 +1062,7 @@ impl Inner {
         {
             return Ok(());
         }
+        cell.changed.store(false, Ordering::Release);
         let nothing = !cell.rebuild.load(Ordering::Acquire)
             && cell.stale_count.load(Ordering::Acquire) == 0
             && !cell.cleared.any()
@@ -1199,8 +1215,15 @@ impl Inner {
         gone
     }
 
-    /// Reads copy `k` of `lbn` into `buf` and checks it.
+    /// Reads copy `k` of `lbn` into `buf` and checks it, counting and logging a checksum
+    /// failure (callers hold the block's stripe lock, so no write is in flight).
     fn read_copy_checked(&self, lbn: u64, k: u64, buf: &mut [u8]) -> CopyRead {
+        self.read_copy(lbn, k, buf, true)
+    }
+
+    /// Reads copy `k` of `lbn` into `buf` and checks it. Unless `confirmed`, a checksum failure
+    /// may be a write in flight, and is neither counted nor logged.
+    fn read_copy(&self, lbn: u64, k: u64, buf: &mut [u8], confirmed: bool) -> CopyRead {
         let p = self.layout.place(lbn, k);
         let cell = &self.slots[p.drive];
         let Some(att) = cell.usable() else {
@@ -1217,6 +1240,8 @@ impl Inner {
         }
         if sum_ok(att.sums[p.pbn as usize].load(Ordering::Acquire), p.pbn, buf) {
             CopyRead::Good
+        } else if !confirmed {
+            CopyRead::BadSum
         } else {
             cell.checksum_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -1260,7 +1285,7 @@ impl Inner {
     /// [`Self::read_repair`] when a copy fails its checksum or none is good.
     fn read_any(&self, lbn: u64, dst: &mut [u8]) -> io::Result<()> {
         for k in 0..self.layout.replicas {
-            match self.read_copy_checked(lbn, k, dst) {
+            match self.read_copy(lbn, k, dst, false) {
                 CopyRead::Good => return Ok(()),
                 CopyRead::BadSum => break,
                 CopyRead::Unavailable | CopyRead::IoError => {}
@@ -1383,11 +1408,8 @@ impl Inner {
                 continue;
             }
             att.drive.decrypt_block(pbn, block);
+            // A failure here may be a write in flight; it is confirmed under the lock.
             ok[i] = sum_ok(att.sums[pbn as usize].load(Ordering::Acquire), pbn, block);
-            if !ok[i] {
-                cell.checksum_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(slot = run.drive, pbn, "block copy fails its checksum");
-            }
         }
         Some((span, ok))
     }
@@ -1473,16 +1495,14 @@ impl Inner {
         // Stale bits cleared so far stay in the stale file until this sync made their data
         // durable; newly missed blocks are recorded before the other drives make them durable.
         for (i, cell) in self.slots.iter().enumerate() {
-            for w in 0..cell.cleared.word_count() {
+            let moving = cell.has_cleared.swap(false, Ordering::AcqRel);
+            for w in (0..cell.cleared.word_count()).filter(|_| moving) {
                 let bits = cell.cleared.take_word(w);
                 if bits != 0 {
                     cell.cleared_syncing.or_word(w, bits);
                 }
             }
-            if cell.file_exists.load(Ordering::Acquire)
-                || cell.stale_count.load(Ordering::Acquire) > 0
-                || cell.cleared_syncing.any()
-            {
+            if cell.changed.load(Ordering::Acquire) {
                 self.persist(i, None)?;
             }
         }
@@ -1526,11 +1546,16 @@ impl Inner {
             return Err(e);
         }
 
+        // What this sync made durable no longer needs to be in the stale files.
         for (i, cell) in self.slots.iter().enumerate() {
-            if cell.cleared_syncing.any() {
+            let had = cell.cleared_syncing.any();
+            if had {
                 cell.cleared_syncing.clear_all();
             }
-            if cell.file_exists.load(Ordering::Acquire) {
+            let settled = cell.stale_count.load(Ordering::Acquire) == 0
+                && !cell.rebuild.load(Ordering::Acquire)
+                && !cell.has_cleared.load(Ordering::Acquire);
+            if had || (settled && cell.file_exists.load(Ordering::Acquire)) {
                 self.persist(i, None)?;
             }
         }

@@ -132,6 +132,7 @@ pub fn main() -> i32 {
 }
 
 fn run(cmd: Command) -> Result<(), String> {
+    crate::crypto::ensure_cipher_allowed().map_err(|e| e.to_string())?;
     match cmd {
         Command::Format {
             state_dir,
@@ -237,6 +238,7 @@ fn mount(
         fsname: format!("atrest:{}", node.config().volume_id),
         threads,
         allow_other,
+        ..Default::default()
     };
     let handle = match crate::fuse::mount(node.fs().clone(), &mountpoint, &opts) {
         Ok(h) => h,
@@ -250,7 +252,9 @@ fn mount(
     std::thread::spawn(move || {
         if let Ok(sig) = stop.wait() {
             tracing::info!(signal = ?sig, "unmounting");
-            unmounter.unmount();
+            if let Err(e) = unmounter.unmount() {
+                tracing::error!(error = %e, "unmount failed");
+            }
         }
     });
     let joined = handle.join();

@@ -1,46 +1,652 @@
-//! FUSE adapter (placeholder signatures; the full adapter lands from the `fs` branch).
+//! The adapter from kernel FUSE requests (through `fuser`) to [`crate::fs::Fs`] calls, and
+//! the mount and unmount of a session.
+//!
+//! Nothing here knows an on-disk format: every request becomes one `Fs` call and its
+//! [`crate::fs::FsError`] becomes an errno. The mount uses `default_permissions`, so the
+//! kernel checks permissions; the session runs on several threads.
 
+use std::ffi::OsStr;
 use std::io;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
-use crate::fs::Fs;
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, Session, SessionACL, SessionUnmounter, TimeOrNow, WriteFlags,
+};
+use parking_lot::Mutex;
 
-/// Mount options.
-#[derive(Clone, Default)]
+use crate::fs::{Attr, FileKind, Fs, FsError, RenameMode, SetAttr};
+
+/// Largest write request the kernel sends.
+pub const MAX_WRITE: u32 = 1024 * 1024;
+
+/// How to mount.
+#[derive(Debug, Clone)]
 pub struct MountOptions {
-    /// Name shown in mtab.
+    /// Name shown as the source in the mount table.
     pub fsname: String,
-    /// Worker threads.
+    /// Threads serving requests.
     pub threads: usize,
-    /// Let other users in.
+    /// Let users other than the mounting one in (`allow_other`).
     pub allow_other: bool,
+    /// How long the kernel may cache attributes and names.
+    pub attr_ttl: Duration,
 }
 
-/// A mounted filesystem.
-pub struct MountHandle;
+impl Default for MountOptions {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        MountOptions {
+            fsname: "atrest".into(),
+            threads: threads.clamp(2, 8),
+            allow_other: false,
+            attr_ttl: Duration::from_secs(1),
+        }
+    }
+}
 
-/// Unmounts from another thread.
+/// Unmounts from any thread (for signal handlers); cloning shares the one mount.
 #[derive(Clone)]
-pub struct Unmounter;
+pub struct Unmounter(Arc<Mutex<UnmountState>>);
+
+struct UnmountState {
+    session: SessionUnmounter,
+    mountpoint: PathBuf,
+    /// The session's own unmount was tried; it gives up its mount even when it fails, so
+    /// later attempts go through `fusermount3 -u`.
+    tried: bool,
+}
+
+impl std::fmt::Debug for Unmounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unmounter")
+    }
+}
 
 impl Unmounter {
-    /// Unmounts.
-    pub fn unmount(&self) {}
+    /// Unmounts the filesystem; the session then ends. A busy mount gives an error and may be
+    /// retried; unmounting an unmounted filesystem is harmless.
+    pub fn unmount(&self) -> io::Result<()> {
+        let mut st = self.0.lock();
+        if !st.tried {
+            st.tried = true;
+            return st.session.unmount();
+        }
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&st.mountpoint)
+            .output()?;
+        if out.status.success() || !is_mounted(&st.mountpoint) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "fusermount3 -u {}: {}",
+                st.mountpoint.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+}
+
+/// A mounted session.
+pub struct MountHandle {
+    fs: Arc<Fs>,
+    unmounter: Unmounter,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl std::fmt::Debug for MountHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountHandle").finish_non_exhaustive()
+    }
 }
 
 impl MountHandle {
-    /// Unmounter.
+    /// A handle that unmounts from another thread.
     pub fn unmounter(&self) -> Unmounter {
-        Unmounter
+        self.unmounter.clone()
     }
-    /// Waits for the unmount.
-    pub fn join(self) -> io::Result<()> {
-        Ok(())
+
+    /// Waits until the filesystem is unmounted (by [`Unmounter::unmount`] or
+    /// `fusermount3 -u`), then makes everything durable.
+    pub fn join(mut self) -> io::Result<()> {
+        let res = self.wait();
+        let synced = self
+            .fs
+            .sync_all()
+            .map_err(|e| io::Error::other(e.to_string()));
+        res.and(synced)
+    }
+
+    fn wait(&mut self) -> io::Result<()> {
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| io::Error::other("FUSE session thread panicked"))?,
+            None => Ok(()),
+        }
     }
 }
 
-/// Mounts.
-pub fn mount(_fs: Arc<Fs>, _mountpoint: &Path, _opts: &MountOptions) -> io::Result<MountHandle> {
-    Err(io::Error::other("FUSE adapter not yet built"))
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            if let Err(e) = self.unmounter.unmount() {
+                tracing::warn!(error = %e, "unmount on drop failed");
+            }
+            if let Err(e) = self.wait() {
+                tracing::warn!(error = %e, "FUSE session ended with an error");
+            }
+            if let Err(e) = self.fs.sync_all() {
+                tracing::error!(error = %e, "sync after unmount failed");
+            }
+        }
+    }
+}
+
+/// Mounts `fs` at `mountpoint` and serves it on background threads.
+pub fn mount(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> io::Result<MountHandle> {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(opts.fsname.clone()),
+        MountOption::Subtype("atrest".into()),
+        MountOption::DefaultPermissions,
+        MountOption::RW,
+        MountOption::Dev,
+        MountOption::Suid,
+        MountOption::Exec,
+    ];
+    if opts.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = opts.threads > 1;
+    let adapter = Adapter {
+        fs: fs.clone(),
+        ttl: opts.attr_ttl,
+    };
+    let mut session = Session::new(adapter, mountpoint, &config)?;
+    let unmounter = Unmounter(Arc::new(Mutex::new(UnmountState {
+        session: session.unmount_callable(),
+        mountpoint: mountpoint.to_path_buf(),
+        tried: false,
+    })));
+    let thread = std::thread::Builder::new()
+        .name("atrest-fuse".into())
+        .spawn(move || session.run())?;
+    tracing::info!(mountpoint = %mountpoint.display(), threads = opts.threads, "mounted");
+    Ok(MountHandle {
+        fs,
+        unmounter,
+        thread: Some(thread),
+    })
+}
+
+/// Whether `path` is a FUSE mount point of ours, by the mount table.
+fn is_mounted(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    table
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*want) && l.contains(" fuse"))
+}
+
+struct Adapter {
+    fs: Arc<Fs>,
+    ttl: Duration,
+}
+
+fn errno(e: FsError) -> Errno {
+    if let FsError::Io { .. } | FsError::Corrupt(_) | FsError::Store(_) = &e {
+        tracing::error!(error = %e, "returning EIO");
+    }
+    Errno::from_i32(e.errno())
+}
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDev => FileType::CharDevice,
+        FileKind::BlockDev => FileType::BlockDevice,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.ctime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: crate::BLOCK_SIZE as u32,
+        flags: 0,
+    }
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl Adapter {
+    fn entry(&self, reply: ReplyEntry, r: Result<Attr, FsError>) {
+        match r {
+            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+}
+
+fn empty(reply: ReplyEmpty, r: Result<(), FsError>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+impl Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.set_max_write(MAX_WRITE);
+        let _ = config.set_max_readahead(MAX_WRITE);
+        let _ = config.set_max_background(64);
+        for flag in [InitFlags::FUSE_PARALLEL_DIROPS, InitFlags::FUSE_ASYNC_DIO] {
+            let _ = config.add_capabilities(flag);
+        }
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.fs.sync_all() {
+            tracing::error!(error = %e, "sync at unmount failed");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.entry(reply, self.fs.lookup(parent.0, name.as_bytes()));
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let s = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
+            ctime,
+        };
+        match self.fs.setattr(ino.0, &s) {
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let mode = mode & !(umask & 0o777);
+        let r = self
+            .fs
+            .mknod(parent.0, name.as_bytes(), mode, rdev, req.uid(), req.gid());
+        self.entry(reply, r);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let mode = mode & !umask & 0o7777;
+        self.entry(
+            reply,
+            self.fs
+                .mkdir(parent.0, name.as_bytes(), mode, req.uid(), req.gid()),
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.fs.unlink(parent.0, name.as_bytes()));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.fs.rmdir(parent.0, name.as_bytes()));
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let target = target.as_os_str().as_bytes();
+        let r = self
+            .fs
+            .symlink(parent.0, link_name.as_bytes(), target, req.uid(), req.gid());
+        self.entry(reply, r);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mode = if flags.contains(RenameFlags::RENAME_WHITEOUT)
+            || flags.contains(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_NOREPLACE)
+        {
+            return reply.error(Errno::EINVAL);
+        } else if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            RenameMode::Exchange
+        } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            RenameMode::NoReplace
+        } else {
+            RenameMode::Replace
+        };
+        let r = self.fs.rename(
+            parent.0,
+            name.as_bytes(),
+            newparent.0,
+            newname.as_bytes(),
+            mode,
+        );
+        empty(reply, r);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.entry(reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open_handle(ino.0) {
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(ino.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.write(ino.0, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.fs.release_handle(ino.0));
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.fs.fsync(ino.0, datasync));
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.getattr(ino.0) {
+            Ok(a) if a.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let r = self.fs.readdir(ino.0, offset, |e| {
+            reply.add(
+                INodeNo(e.ino),
+                e.next_offset,
+                file_type(e.kind),
+                OsStr::from_bytes(&e.name),
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.fs.fsync(ino.0, datasync));
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let create = flags & libc::XATTR_CREATE != 0;
+        let replace = flags & libc::XATTR_REPLACE != 0;
+        empty(
+            reply,
+            self.fs
+                .setxattr(ino.0, name.as_bytes(), value, create, replace),
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        xattr_reply(reply, size, self.fs.getxattr(ino.0, name.as_bytes()));
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        xattr_reply(reply, size, self.fs.listxattr(ino.0));
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.fs.removexattr(ino.0, name.as_bytes()));
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        empty(reply, self.fs.getattr(ino.0).map(|_| ()));
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let mode = (mode & !(umask & 0o777) & 0o7777) | libc::S_IFREG;
+        let r = self
+            .fs
+            .mknod(parent.0, name.as_bytes(), mode, 0, req.uid(), req.gid())
+            .and_then(|a| self.fs.open_handle(a.ino));
+        match r {
+            Ok(a) => reply.created(
+                &self.ttl,
+                &file_attr(&a),
+                Generation(0),
+                FileHandle(0),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if mode != 0 {
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        empty(reply, self.fs.fallocate(ino.0, offset, length));
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, size: u32, r: Result<Vec<u8>, FsError>) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(errno(e)),
+    }
 }

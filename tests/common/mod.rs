@@ -235,7 +235,11 @@ impl Mount {
             .arg("-u")
             .arg(&self.path)
             .status();
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .stderr(Stdio::null())
+            .status();
     }
 
     fn stop(&mut self) -> Option<i32> {
@@ -254,7 +258,11 @@ impl Mount {
         }
         child.kill().ok();
         child.wait().ok();
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .stderr(Stdio::null())
+            .status();
         None
     }
 }

@@ -1,0 +1,407 @@
+//! File data: the extent map, read, write, truncate and fsync.
+//!
+//! An extent maps a run of file blocks to a run of logical blocks of the data region. A write
+//! allocates blocks for the holes it covers, writes the data to the device in place, then
+//! records the new extents and the size in one metadata transaction. Holes read as zeros.
+//! The invariant that bytes past the end of file in its last block are zero is kept by
+//! truncate, so extending a file never exposes old bytes.
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::ns::{load, store};
+use super::store::FileKind;
+use super::{EXTENTS, Fs, FsError, INODES, MAX_FILE_SIZE, Tx, dev_err, get_inode, now};
+use crate::BLOCK_SIZE;
+
+const BS: u64 = BLOCK_SIZE as u64;
+
+/// A mapped run: file block, logical block, length.
+type Seg = (u64, u64, u64);
+
+/// The mapped runs of `ino` within file blocks `[from, to)`, clipped, in file order.
+fn mapped(
+    t: &impl ReadableTable<(u64, u64), (u64, u64)>,
+    ino: u64,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Seg>, FsError> {
+    let mut out = Vec::new();
+    if let Some(row) = t.range((ino, 0)..(ino, from))?.next_back() {
+        let (k, v) = row?;
+        let (f, (l, n)) = (k.value().1, v.value());
+        if f + n > from {
+            let end = (f + n).min(to);
+            out.push((from, l + (from - f), end - from));
+        }
+    }
+    for row in t.range((ino, from)..(ino, to))? {
+        let (k, v) = row?;
+        let (f, (l, n)) = (k.value().1, v.value());
+        out.push((f, l, n.min(to - f)));
+    }
+    Ok(out)
+}
+
+/// Adds an extent, merging with its neighbours where both file and logical runs continue.
+fn insert_extent(t: &mut Tx, ino: u64, f: u64, l: u64, n: u64) -> Result<(), FsError> {
+    let mut tab = t.tx.open_table(EXTENTS)?;
+    let (mut f, mut l, mut n) = (f, l, n);
+    let prev = tab
+        .range((ino, 0)..(ino, f))?
+        .next_back()
+        .transpose()?
+        .map(|(k, v)| (k.value().1, v.value()));
+    if let Some((pf, (pl, pn))) = prev
+        && pf + pn == f
+        && pl + pn == l
+    {
+        tab.remove((ino, pf))?;
+        f = pf;
+        l = pl;
+        n += pn;
+    }
+    let next = tab.get((ino, f + n))?.map(|v| v.value());
+    if let Some((nl, nn)) = next
+        && nl == l + n
+    {
+        tab.remove((ino, f + n))?;
+        n += nn;
+    }
+    tab.insert((ino, f), (l, n))?;
+    Ok(())
+}
+
+/// Drops every mapping of file blocks `from..` of `ino`; the runs go to `t.freed`. Returns
+/// the number of blocks dropped.
+pub(crate) fn punch_from(t: &mut Tx, ino: u64, from: u64) -> Result<u64, FsError> {
+    let mut tab = t.tx.open_table(EXTENTS)?;
+    let mut dropped = 0;
+    let straddle = tab
+        .range((ino, 0)..(ino, from))?
+        .next_back()
+        .transpose()?
+        .map(|(k, v)| (k.value().1, v.value()));
+    if let Some((f, (l, n))) = straddle
+        && f + n > from
+    {
+        let keep = from - f;
+        tab.insert((ino, f), (l, keep))?;
+        t.freed.push((l + keep, n - keep));
+        dropped += n - keep;
+    }
+    let rest: Vec<Seg> = tab
+        .range((ino, from)..=(ino, u64::MAX))?
+        .map(|r| r.map(|(k, v)| (k.value().1, v.value().0, v.value().1)))
+        .collect::<Result<_, _>>()?;
+    for (f, l, n) in rest {
+        tab.remove((ino, f))?;
+        t.freed.push((l, n));
+        dropped += n;
+    }
+    Ok(dropped)
+}
+
+/// The unmapped runs (file block, length) of `[from, to)` given its mapped segments.
+fn holes_of(segs: &[Seg], from: u64, to: u64) -> Vec<(u64, u64)> {
+    let mut holes = Vec::new();
+    let mut at = from;
+    for &(f, _, n) in segs {
+        if f > at {
+            holes.push((at, f - at));
+        }
+        at = f + n;
+    }
+    if at < to {
+        holes.push((at, to - at));
+    }
+    holes
+}
+
+/// Lays allocated runs over holes, in order: the new segments.
+fn assign(holes: &[(u64, u64)], runs: &[(u64, u64)]) -> Result<Vec<Seg>, FsError> {
+    let mut out = Vec::new();
+    let mut run_iter = runs.iter().copied();
+    let mut cur: Option<(u64, u64)> = None;
+    for &(mut f, mut n) in holes {
+        while n > 0 {
+            let (l, rn) = match cur.take() {
+                Some(c) => c,
+                None => run_iter.next().ok_or_else(|| {
+                    FsError::Corrupt("allocator returned fewer blocks than asked".into())
+                })?,
+            };
+            let take = n.min(rn);
+            out.push((f, l, take));
+            if rn > take {
+                cur = Some((l + take, rn - take));
+            }
+            f += take;
+            n -= take;
+        }
+    }
+    Ok(out)
+}
+
+impl Fs {
+    /// Reads up to `size` bytes at `offset`; short at end of file.
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let _g = self.inner.data_lock(ino).read();
+        let rx = self.inner.db.begin_read()?;
+        let i = get_inode(&rx.open_table(INODES)?, ino)?;
+        match i.kind {
+            FileKind::File => {}
+            FileKind::Dir => return Err(FsError::IsDir),
+            _ => return Err(FsError::Invalid(format!("read of inode {ino}"))),
+        }
+        if offset >= i.size || size == 0 {
+            return Ok(Vec::new());
+        }
+        let end = (offset + size as u64).min(i.size);
+        let (fb0, fb1) = (offset / BS, end.div_ceil(BS));
+        let segs = mapped(&rx.open_table(EXTENTS)?, ino, fb0, fb1)?;
+        drop(rx);
+        let mut buf = vec![0u8; ((fb1 - fb0) * BS) as usize];
+        for (f, l, n) in segs {
+            let at = ((f - fb0) * BS) as usize;
+            self.inner
+                .dev
+                .read_blocks(l, &mut buf[at..at + (n * BS) as usize])
+                .map_err(dev_err(format!(
+                    "reading inode {ino} file block {f} at block {l}+{n}"
+                )))?;
+        }
+        let head = (offset - fb0 * BS) as usize;
+        buf.truncate(head + (end - offset) as usize);
+        if head > 0 {
+            buf.drain(..head);
+        }
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset`, allocating blocks for holes. Returns the bytes written.
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize, FsError> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(FsError::FileTooBig)?;
+        let _g = self.inner.data_lock(ino).write();
+        let (fb0, fb1) = (offset / BS, end.div_ceil(BS));
+        let (segs, hint, size) = {
+            let rx = self.inner.db.begin_read()?;
+            let i = get_inode(&rx.open_table(INODES)?, ino)?;
+            match i.kind {
+                FileKind::File => {}
+                FileKind::Dir => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid(format!("write to inode {ino}"))),
+            }
+            let ext = rx.open_table(EXTENTS)?;
+            let segs = mapped(&ext, ino, fb0, fb1)?;
+            let hint = match ext.range((ino, 0)..(ino, fb0))?.next_back().transpose()? {
+                Some((k, v)) => {
+                    let (f, (l, n)) = (k.value().1, v.value());
+                    Some(l + n + (fb0 - (f + n).min(fb0)))
+                }
+                None => None,
+            };
+            (segs, hint, i.size)
+        };
+
+        // The holes of [fb0, fb1) get new blocks.
+        let holes = holes_of(&segs, fb0, fb1);
+        let need: u64 = holes.iter().map(|h| h.1).sum();
+        let runs = if need > 0 {
+            self.allocate(need, hint)?
+        } else {
+            Vec::new()
+        };
+        let new_segs = assign(&holes, &runs)?;
+
+        let res = self.write_segments(ino, offset, data, size, &segs, &new_segs);
+        let res = res.and_then(|()| {
+            self.inner.write_tx(|t| {
+                let mut i = load(t, ino)?;
+                for &(f, l, n) in &new_segs {
+                    insert_extent(t, ino, f, l, n)?;
+                }
+                i.blocks += need;
+                i.size = i.size.max(end);
+                let tm = now();
+                i.mtime = tm;
+                i.ctime = tm;
+                store(t, ino, &i)
+            })
+        });
+        if let Err(e) = res {
+            self.inner.alloc.lock().release_now(&runs);
+            return Err(e);
+        }
+        Ok(data.len())
+    }
+
+    /// Reserves blocks for `[offset, offset + len)` (zero-filled where there were holes) and
+    /// extends the size to cover it, as `fallocate` mode 0 does.
+    pub fn fallocate(&self, ino: u64, offset: u64, len: u64) -> Result<(), FsError> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= MAX_FILE_SIZE && len > 0)
+            .ok_or(FsError::FileTooBig)?;
+        let _g = self.inner.data_lock(ino).write();
+        let (fb0, fb1) = (offset / BS, end.div_ceil(BS));
+        let segs = {
+            let rx = self.inner.db.begin_read()?;
+            let i = get_inode(&rx.open_table(INODES)?, ino)?;
+            if i.kind != FileKind::File {
+                return Err(FsError::Invalid(format!("fallocate of inode {ino}")));
+            }
+            mapped(&rx.open_table(EXTENTS)?, ino, fb0, fb1)?
+        };
+        let holes = holes_of(&segs, fb0, fb1);
+        let need: u64 = holes.iter().map(|h| h.1).sum();
+        let runs = if need > 0 {
+            self.allocate(need, None)?
+        } else {
+            Vec::new()
+        };
+        let new_segs = assign(&holes, &runs)?;
+        let zeros = vec![0u8; 256 * BLOCK_SIZE];
+        let res = (|| {
+            for &(f, l, n) in &new_segs {
+                let mut done = 0;
+                while done < n {
+                    let k = (n - done).min(256);
+                    self.inner
+                        .dev
+                        .write_blocks(l + done, &zeros[..(k * BS) as usize])
+                        .map_err(dev_err(format!("zeroing inode {ino} file block {f}")))?;
+                    done += k;
+                }
+            }
+            self.inner.write_tx(|t| {
+                let mut i = load(t, ino)?;
+                for &(f, l, n) in &new_segs {
+                    insert_extent(t, ino, f, l, n)?;
+                }
+                i.blocks += need;
+                i.size = i.size.max(end);
+                i.ctime = now();
+                store(t, ino, &i)
+            })
+        })();
+        if let Err(e) = res {
+            self.inner.alloc.lock().release_now(&runs);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Takes `count` data blocks; with none free, waits for pending frees to become durable
+    /// once before giving up.
+    fn allocate(&self, count: u64, hint: Option<u64>) -> Result<Vec<(u64, u64)>, FsError> {
+        self.inner.check_meta_space()?;
+        if let Some(r) = self.inner.alloc.lock().allocate(count, hint) {
+            return Ok(r);
+        }
+        if self.inner.alloc.lock().pending_blocks() == 0 {
+            return Err(FsError::NoSpace);
+        }
+        self.inner.sync_all()?;
+        self.inner
+            .alloc
+            .lock()
+            .allocate(count, hint)
+            .ok_or(FsError::NoSpace)
+    }
+
+    /// Writes the data of one write request to its old and new blocks, merging partial
+    /// blocks with the bytes already there.
+    fn write_segments(
+        &self,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+        size: u64,
+        old: &[Seg],
+        new: &[Seg],
+    ) -> Result<(), FsError> {
+        let end = offset + data.len() as u64;
+        let mut all: Vec<(Seg, bool)> = old
+            .iter()
+            .map(|&s| (s, false))
+            .chain(new.iter().map(|&s| (s, true)))
+            .collect();
+        all.sort_unstable_by_key(|(s, _)| s.0);
+        let mut buf = Vec::new();
+        for ((f, l, n), fresh) in all {
+            let seg_start = f * BS;
+            let seg_end = (f + n) * BS;
+            buf.clear();
+            buf.resize((n * BS) as usize, 0);
+            // Partial blocks at either end keep the bytes already stored there.
+            if !fresh && (offset > seg_start || end < seg_end) {
+                let first_partial = offset > seg_start;
+                let last_partial = end < seg_end && seg_end - BS < size;
+                if first_partial {
+                    self.read_block(ino, f, l, &mut buf[..BLOCK_SIZE])?;
+                }
+                if last_partial && (n > 1 || !first_partial) {
+                    let at = ((n - 1) * BS) as usize;
+                    self.read_block(ino, f + n - 1, l + n - 1, &mut buf[at..])?;
+                }
+            }
+            let from = offset.max(seg_start);
+            let to = end.min(seg_end);
+            let src = &data[(from - offset) as usize..(to - offset) as usize];
+            let at = (from - seg_start) as usize;
+            buf[at..at + src.len()].copy_from_slice(src);
+            self.inner
+                .dev
+                .write_blocks(l, &buf)
+                .map_err(dev_err(format!(
+                    "writing inode {ino} file block {f} at block {l}+{n}"
+                )))?;
+        }
+        Ok(())
+    }
+
+    fn read_block(&self, ino: u64, f: u64, l: u64, out: &mut [u8]) -> Result<(), FsError> {
+        self.inner.dev.read_blocks(l, out).map_err(dev_err(format!(
+            "reading inode {ino} file block {f} at block {l}"
+        )))
+    }
+
+    /// Shrinks the block map of `ino` to `size` bytes and zeroes the tail of its last block.
+    pub(crate) fn truncate_down(
+        &self,
+        t: &mut Tx,
+        ino: u64,
+        i: &mut super::store::Inode,
+        size: u64,
+    ) -> Result<(), FsError> {
+        let keep = size.div_ceil(BS);
+        i.blocks = i.blocks.saturating_sub(punch_from(t, ino, keep)?);
+        if !size.is_multiple_of(BS) {
+            let fb = size / BS;
+            let seg = mapped(&t.tx.open_table(EXTENTS)?, ino, fb, fb + 1)?;
+            if let Some(&(_, l, _)) = seg.first() {
+                let mut b = vec![0u8; BLOCK_SIZE];
+                self.read_block(ino, fb, l, &mut b)?;
+                b[(size % BS) as usize..].fill(0);
+                self.inner
+                    .dev
+                    .write_blocks(l, &b)
+                    .map_err(dev_err(format!("zeroing tail of inode {ino} block {l}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the file's data and metadata durable (`datasync` is treated alike: the size and
+    /// block map are needed to read the data back).
+    pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<(), FsError> {
+        let _ = ino;
+        self.inner.sync_all()
+    }
+}

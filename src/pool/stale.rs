@@ -62,7 +62,13 @@ pub(crate) fn store(dir: &Path, slot: usize, blocks: u64, rec: &StaleRecord) -> 
     let dst = path(dir, slot);
     let tmp = dir.join(format!("pool-slot-{slot}.stale.tmp"));
     {
-        let mut f = File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
     }

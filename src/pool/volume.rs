@@ -263,6 +263,9 @@ struct Attached {
     sums: Vec<AtomicU32>,
     /// Blocks written since the last sync (their checksum blocks must be written).
     dirty: Bitmap,
+    /// Serialises checksum flushes, so that a sync returns only once every checksum block
+    /// taken by a concurrent sync is written too.
+    flush: Mutex<()>,
 }
 
 /// One drive position.
@@ -677,6 +680,7 @@ impl Pool {
         let att = Attached {
             sums: (0..inner.sum_base).map(|_| AtomicU32::new(0)).collect(),
             dirty: Bitmap::new(inner.sum_base),
+            flush: Mutex::new(()),
             drive: drive.clone(),
         };
         let (old, count) = {
@@ -990,6 +994,7 @@ impl Inner {
         }
         Ok(Attached {
             dirty: Bitmap::new(self.sum_base),
+            flush: Mutex::new(()),
             sums,
             drive,
         })
@@ -1464,6 +1469,7 @@ impl Inner {
 
     /// Flushes the checksum blocks of a drive whose blocks were written since the last sync.
     fn flush_sums(&self, att: &Attached) -> io::Result<()> {
+        let _serial = att.flush.lock();
         let words_per_block = (SUMS_PER_BLOCK / 64) as usize;
         let mut block = vec![0u8; BLOCK_SIZE];
         for b in 0..self.sum_blocks as usize {

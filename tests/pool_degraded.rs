@@ -529,3 +529,46 @@ fn io_goes_on_during_pull_and_insert() {
         }
     }
 }
+
+#[test]
+fn status_names_and_restriper_progress() {
+    let names: Vec<String> = [
+        SlotState::Healthy,
+        SlotState::Missing,
+        SlotState::Dead,
+        SlotState::WrongCluster,
+        SlotState::Empty,
+    ]
+    .iter()
+    .map(|s| serde_json::to_string(s).unwrap())
+    .collect();
+    assert_eq!(
+        names,
+        [
+            "\"healthy\"",
+            "\"missing\"",
+            "\"dead\"",
+            "\"wrong_cluster\"",
+            "\"empty\""
+        ]
+    );
+    let v = Vol::new(2, 2);
+    let p = v.pool(Vol::present(v.format()), false);
+    write_range(&p, 0, 100, 1);
+    p.sync().unwrap();
+    p.pull(0).unwrap();
+    let fresh = v.format_at(0, &v.dir.path().join("d0-new.img"), None);
+    let n = p.replace(0, fresh).unwrap();
+    assert!(p.wait_restriped(WAIT));
+    let st = p.restriper_status();
+    let json = serde_json::to_value(&st).unwrap();
+    assert_eq!(json["state"], "idle");
+    assert_eq!(st.slot, Some(0));
+    assert_eq!(st.blocks_done, n);
+    assert_eq!(st.bytes_done, n * BLOCK_SIZE as u64);
+    let slots = serde_json::to_value(p.slots()).unwrap();
+    assert_eq!(slots[0]["state"], "healthy");
+    assert_eq!(slots[0]["stale_blocks"], 0);
+    p.pull(1).unwrap();
+    check_range(&p, 0, 100, |_| 1);
+}

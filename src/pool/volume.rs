@@ -374,10 +374,17 @@ fn eio(msg: String) -> io::Error {
 }
 
 impl Pool {
-    /// Assembles a pool from unlocked drives given in slot order, with default options.
+    /// Assembles a pool from unlocked drives given in slot order, without a state directory.
+    /// Not knowing whether the last run stopped cleanly, it opens with
+    /// [`PoolOptions::after_unclean_stop`] set (a block whose every copy fails its checksum
+    /// reads as copy 0 instead of EIO); [`Pool::open`] with the real flag is stricter.
     pub fn new(drives: Vec<Arc<Drive>>, replicas: u32) -> io::Result<Pool> {
         let slots = drives.into_iter().map(SlotInit::Present).collect();
-        Pool::open(slots, replicas, PoolOptions::default())
+        let opts = PoolOptions {
+            after_unclean_stop: true,
+            ..PoolOptions::default()
+        };
+        Pool::open(slots, replicas, opts)
     }
 
     /// Assembles a pool from its slots. With a state directory, each slot's stale file is
@@ -826,18 +833,20 @@ impl Pool {
     }
 
     /// Rewrites every available copy of the given blocks (with its checksum) from the first
-    /// readable copy, making the copies agree again, then syncs.
+    /// copy that passes its checksum (or, if none does, the first readable one), making the
+    /// copies agree again, then syncs.
     pub fn resync_from_primary(&self, lbns: &[u64]) -> io::Result<()> {
         let inner = &self.inner;
         let mut buf = [0u8; BLOCK_SIZE];
         for &lbn in lbns {
             check_run(inner.layout.logical_blocks(), lbn, BLOCK_SIZE)?;
             let _g = inner.stripe(lbn).write();
-            let from = (0..inner.layout.replicas).find(|&k| {
-                matches!(
-                    inner.read_copy_checked(lbn, k, &mut buf),
-                    CopyRead::Good | CopyRead::BadSum
-                )
+            // A copy that passes its checksum wins; failing that, the first readable one.
+            let r = inner.layout.replicas;
+            let good =
+                (0..r).find(|&k| inner.read_copy_checked(lbn, k, &mut buf) == CopyRead::Good);
+            let from = good.or_else(|| {
+                (0..r).find(|&k| inner.read_copy_checked(lbn, k, &mut buf) == CopyRead::BadSum)
             });
             if from.is_none() {
                 continue;

@@ -185,6 +185,7 @@ fn pull_write_reinsert_resyncs_exactly_the_changed_blocks() {
 
     p.pull(1).unwrap();
     assert_eq!(p.slots()[1].state, SlotState::Missing);
+    let image_at_pull = std::fs::read(&v.paths[1]).unwrap();
     // 40 single blocks and one 100-block run; count the copies that live on drive 1.
     let mut changed: std::collections::BTreeSet<u64> = (0..40).map(|i| i * 23).collect();
     changed.extend(500..600);
@@ -201,6 +202,10 @@ fn pull_write_reinsert_resyncs_exactly_the_changed_blocks() {
     check_range(&p, 0, 1000, ver);
     p.sync().unwrap();
     assert!(v.state_dir().join("pool-slot-1.stale").exists());
+    assert!(
+        std::fs::read(&v.paths[1]).unwrap() == image_at_pull,
+        "a pulled drive is not touched"
+    );
 
     let n = p.insert(1, v.open_drive(1)).unwrap();
     assert_eq!(n, on_1, "resync only the blocks written while out");

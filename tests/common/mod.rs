@@ -79,6 +79,7 @@ impl TestVolume {
             "--replicas".into(),
             replicas.to_string(),
         ]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         let argv: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
         ok(&atrest(&argv));
         TestVolume { dir, drives }

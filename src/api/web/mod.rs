@@ -81,7 +81,8 @@ pub(super) fn warnings(
         if expiry <= now {
             out.push(format!("The KMS {which} certificate expired on {date}."));
         } else if expiry - now <= Duration::days(CERT_WARNING_DAYS) {
-            let days = (expiry - now).whole_days();
+            // Whole days left, rounded up: "in 0 days" would read as already expired.
+            let days = ((expiry - now).whole_seconds() + 86_399) / 86_400;
             out.push(format!(
                 "The KMS {which} certificate expires on {date} (in {days} days)."
             ));
@@ -94,7 +95,7 @@ pub(super) fn warnings(
     };
     if !key_ok {
         out.push(format!(
-            "The master key is unavailable: the {} key store reports \"{}\".",
+            "The master key is unavailable (status of the {} key store: {}).",
             status.store_type.as_str(),
             status.status
         ));

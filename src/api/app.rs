@@ -957,6 +957,34 @@ mod tests {
     }
 
     #[test]
+    fn dashboard_routes_answer_with_node_defaults() {
+        let (_d, _node, app) = app();
+        let root = "127.0.0.1:950";
+        let r = app.handle(&req("GET", "/v1/atrest/overview", root, None, ""));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["drives_total"], json!(0));
+        assert_eq!(r.body["total_bytes"], json!(0));
+        assert_eq!(
+            r.body["encryption"],
+            json!({"type": "Local", "status": "Encrypted"})
+        );
+        assert_eq!(r.body["warnings"], json!([]));
+        let r = app.handle(&req("GET", "/v1/cluster/slots/", root, None, ""));
+        assert_eq!((r.status, r.body), (200, json!([])));
+        let r = app.handle(&req("GET", "/v1/cluster/slots/1.1", root, None, ""));
+        assert_eq!(r.status, 404);
+        // Without a login (not a backdoor port) the figures are refused.
+        let r = app.handle(&req(
+            "GET",
+            "/v1/atrest/overview",
+            "127.0.0.1:40000",
+            None,
+            "",
+        ));
+        assert_eq!(r.status, 401);
+    }
+
+    #[test]
     fn backdoor_header_and_errors() {
         let (_d, node, app) = app();
         // Backdoor peer, no header: local root may rotate.

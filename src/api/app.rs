@@ -420,6 +420,40 @@ impl App {
                 self.require(&who, req, privs::ENCRYPTION_READ)?;
                 Ok(Response::ok(self.overview()))
             }
+            ("GET", ["v1", "cluster", "protection", "restriper", "status"]) => {
+                self.require(&who, req, privs::ENCRYPTION_READ)?;
+                Ok(Response::ok(self.node.restriper_status()))
+            }
+            ("POST", ["v1", "atrest", "drives", slot, op]) => {
+                // Drive operations change what holds the encrypted data: they need the
+                // encryption write privilege.
+                self.require(&who, req, privs::ENCRYPTION_WRITE)?;
+                let slot: u32 = slot
+                    .trim_start_matches("1.")
+                    .parse()
+                    .map_err(|_| ApiError::bad_request(format!("{slot:?} is not a slot number")))?;
+                let body: Value = if req.body.is_empty() { json!({}) } else { parse(&req.body)? };
+                let image = body.get("image").and_then(Value::as_str).map(str::to_string);
+                let result = match *op {
+                    "pull" => self.node.drive_pull(slot),
+                    "insert" => self.node.drive_insert(slot, image),
+                    _ => match image {
+                        Some(image) => self.node.drive_replace(slot, image),
+                        None => {
+                            return Err(ApiError::bad_request(
+                                "replace needs {\"image\": PATH}".to_string(),
+                            ));
+                        }
+                    },
+                };
+                let outcome = match &result {
+                    Ok(_) => "success".to_string(),
+                    Err(e) => format!("failure: {e}"),
+                };
+                let name = self.principal_name(&who);
+                self.audit(&name, req, &format!("drive_{op} slot {slot}"), Vec::new(), outcome);
+                result.map(Response::ok).map_err(ApiError::from)
+            }
 
             // ----- session and identity -----
             ("GET", ["v1", "session", "who-am-i"]) => self.who_am_i(&who),
@@ -621,6 +655,8 @@ impl App {
                 | ["v1", "cluster", "slots"]
                 | ["v1", "cluster", "slots", _]
                 | ["v1", "atrest", "overview"]
+                | ["v1", "cluster", "protection", "restriper", "status"]
+                | ["v1", "atrest", "drives", _, "pull" | "insert" | "replace"]
         )
     }
 

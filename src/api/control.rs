@@ -264,6 +264,34 @@ pub trait NodeControl: Send + Sync + 'static {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// The restriper (resync and rebuild) state, for
+    /// `GET /v1/cluster/protection/restriper/status`.
+    fn restriper_status(&self) -> serde_json::Value {
+        serde_json::json!({"state": "NOT_RUNNING", "phase": "FINISHED", "percent_complete": 100,
+            "elapsed_seconds": 0, "data_at_risk": false})
+    }
+
+    /// Detaches the drive in `slot` (from 1) as if it were pulled.
+    fn drive_pull(&self, slot: u32) -> Result<serde_json::Value, ControlError> {
+        Err(ControlError::BadRequest(format!("slot {slot}: drive operations are not supported")))
+    }
+
+    /// Brings a pulled drive back (its own image, or `image`); its stale blocks are resynced.
+    fn drive_insert(
+        &self,
+        slot: u32,
+        image: Option<String>,
+    ) -> Result<serde_json::Value, ControlError> {
+        let _ = image;
+        Err(ControlError::BadRequest(format!("slot {slot}: drive operations are not supported")))
+    }
+
+    /// Puts the blank image `image` in `slot` with a fresh data key and rebuilds it.
+    fn drive_replace(&self, slot: u32, image: String) -> Result<serde_json::Value, ControlError> {
+        let _ = image;
+        Err(ControlError::BadRequest(format!("slot {slot}: drive operations are not supported")))
+    }
 }
 
 /// Capacity and drive health of the volume (`GET /v1/atrest/overview`).

@@ -16,7 +16,11 @@ pub fn lock_memory(bytes: &[u8]) -> io::Result<()> {
     }
     // SAFETY: mlock only reads the address range, which `bytes` borrows for the whole call.
     let rc = unsafe { libc::mlock(bytes.as_ptr().cast(), bytes.len()) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Undoes [`lock_memory`] for the same range. Errors are ignored: the range is going away.
@@ -33,7 +37,10 @@ pub fn unlock_memory(bytes: &[u8]) {
 /// Makes this process produce no core dump and refuse ptrace attach from non-root, so that
 /// keys in memory never reach a core file.
 pub fn disable_core_dumps() -> io::Result<()> {
-    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: setrlimit reads the struct we pass by reference for the duration of the call.
     if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
         return Err(io::Error::last_os_error());

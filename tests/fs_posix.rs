@@ -67,7 +67,7 @@ impl Mounted {
             let u = h.unmounter();
             // The kernel may still be releasing files: retry a busy unmount a few times.
             for _ in 0..50 {
-                match u.unmount() {
+                match u.try_unmount() {
                     Ok(()) => break,
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }

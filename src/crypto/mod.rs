@@ -9,7 +9,7 @@ mod wrap;
 mod xts;
 
 pub use secret::{DataKey, MasterKey, random_bytes};
-pub use wrap::{WRAPPED_KEY_LEN, WRAP_NONCE_LEN, WrappedKey, unwrap_data_key, wrap_data_key};
+pub use wrap::{WRAP_NONCE_LEN, WRAPPED_KEY_LEN, WrappedKey, unwrap_data_key, wrap_data_key};
 pub use xts::DataCipher;
 
 /// Errors of the crypto layer. None of them carries key bytes.

@@ -31,7 +31,10 @@ impl<const N: usize> SecretBytes<N> {
 
     fn from_slice(src: &[u8]) -> Result<Self, CryptoError> {
         if src.len() != N {
-            return Err(CryptoError::BadKeyLength { expected: N, found: src.len() });
+            return Err(CryptoError::BadKeyLength {
+                expected: N,
+                found: src.len(),
+            });
         }
         let mut s = Self::zeroed();
         s.bytes.copy_from_slice(src);

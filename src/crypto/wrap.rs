@@ -52,7 +52,8 @@ pub fn unwrap_data_key(
     let cipher = Aes256Gcm::new(master.expose_secret().into());
     let mut body = [0u8; DataKey::LEN];
     body.copy_from_slice(&wrapped.sealed[..DataKey::LEN]);
-    let tag = Tag::try_from(&wrapped.sealed[DataKey::LEN..]).map_err(|_| CryptoError::UnwrapFailed)?;
+    let tag =
+        Tag::try_from(&wrapped.sealed[DataKey::LEN..]).map_err(|_| CryptoError::UnwrapFailed)?;
 
     let opened = cipher.decrypt_inout_detached(
         &Nonce::from(wrapped.nonce),

@@ -36,9 +36,11 @@ pub struct MountOptions {
     pub threads: usize,
     /// Let users other than the mounting one in (`allow_other`).
     pub allow_other: bool,
-    /// How long the kernel may cache attributes and names.
-    pub attr_ttl: Duration,
 }
+
+/// How long the kernel may cache attributes and names: all changes go through the kernel,
+/// so only other mounts of the same device (there are none) could make them stale.
+const ATTR_TTL: Duration = Duration::from_secs(1);
 
 impl Default for MountOptions {
     fn default() -> Self {
@@ -49,7 +51,6 @@ impl Default for MountOptions {
             fsname: "atrest".into(),
             threads: threads.clamp(2, 8),
             allow_other: false,
-            attr_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -73,9 +74,30 @@ impl std::fmt::Debug for Unmounter {
 }
 
 impl Unmounter {
+    /// Unmounts the filesystem; the session then ends. A busy mount is detached lazily: it
+    /// goes when the last file on it is closed. Errors are logged.
+    pub fn unmount(&self) {
+        if let Err(e) = self.try_unmount() {
+            tracing::warn!(error = %e, "unmount failed, detaching lazily");
+            let st = self.0.lock();
+            let out = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&st.mountpoint)
+                .output();
+            match out {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => tracing::error!(
+                    stderr = %String::from_utf8_lossy(&o.stderr).trim(),
+                    "lazy unmount failed"
+                ),
+                Err(e) => tracing::error!(error = %e, "running fusermount3 failed"),
+            }
+        }
+    }
+
     /// Unmounts the filesystem; the session then ends. A busy mount gives an error and may be
     /// retried; unmounting an unmounted filesystem is harmless.
-    pub fn unmount(&self) -> io::Result<()> {
+    pub fn try_unmount(&self) -> io::Result<()> {
         let mut st = self.0.lock();
         if !st.tried {
             st.tried = true;
@@ -140,9 +162,7 @@ impl MountHandle {
 impl Drop for MountHandle {
     fn drop(&mut self) {
         if self.thread.is_some() {
-            if let Err(e) = self.unmounter.unmount() {
-                tracing::warn!(error = %e, "unmount on drop failed");
-            }
+            self.unmounter.unmount();
             if let Err(e) = self.wait() {
                 tracing::warn!(error = %e, "FUSE session ended with an error");
             }
@@ -172,7 +192,7 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> io::Result<
     config.clone_fd = opts.threads > 1;
     let adapter = Adapter {
         fs: fs.clone(),
-        ttl: opts.attr_ttl,
+        ttl: ATTR_TTL,
     };
     let mut session = Session::new(adapter, mountpoint, &config)?;
     let unmounter = Unmounter(Arc::new(Mutex::new(UnmountState {

@@ -25,7 +25,10 @@ struct MemState {
 impl MemDevice {
     /// A zero-filled device of `blocks` blocks.
     pub fn new(blocks: u64) -> Self {
-        MemDevice { blocks, state: Mutex::new(MemState::default()) }
+        MemDevice {
+            blocks,
+            state: Mutex::new(MemState::default()),
+        }
     }
 
     /// Drops every unsynced write: the device now holds what was durable.

@@ -5,9 +5,13 @@
 //! in-memory one for the filesystem's unit tests and for crash tests (it can drop unsynced
 //! writes).
 
+pub mod layout;
 mod mem;
+mod volume;
 
+pub use layout::Layout;
 pub use mem::MemDevice;
+pub use volume::{CopyMismatch, Member, Pool};
 
 use std::io;
 
@@ -35,7 +39,7 @@ pub trait BlockDevice: Send + Sync + 'static {
 
 /// Checks the buffer and range rules of [`BlockDevice`]; an `InvalidInput` error otherwise.
 pub fn check_run(dev_blocks: u64, lbn: u64, len: usize) -> io::Result<u64> {
-    if len == 0 || len % BLOCK_SIZE != 0 {
+    if len == 0 || !len.is_multiple_of(BLOCK_SIZE) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("buffer of {len} bytes is not a whole number of blocks"),

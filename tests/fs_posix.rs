@@ -80,11 +80,7 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {
-            let _ = h.unmounter().unmount();
-            let _ = Command::new("fusermount3")
-                .arg("-uz")
-                .arg(self.dir.path())
-                .status();
+            h.unmounter().unmount();
             let _ = h.join();
         }
     }

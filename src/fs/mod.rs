@@ -502,6 +502,19 @@ impl Fs {
     }
 }
 
+impl Fs {
+    /// Stops the flusher and leaks the in-memory state without any final sync, as a power cut
+    /// would leave it. For crash tests only.
+    #[cfg(test)]
+    pub(crate) fn abandon(mut self) {
+        if let Some((stop, handle)) = self.flusher.take() {
+            let _ = stop.send(());
+            let _ = handle.join();
+        }
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for Fs {
     fn drop(&mut self) {
         if let Some((stop, handle)) = self.flusher.take() {

@@ -605,6 +605,9 @@ impl Fs {
                 }
                 if size < i.size {
                     self.truncate_down(t, ino, &mut i, size)?;
+                } else if size > i.size {
+                    // The old last block's tail becomes file content: it must read as zeros.
+                    self.zero_tail(ino, i.size, Some(t))?;
                 }
                 i.size = size;
                 i.mtime = tm;

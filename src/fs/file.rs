@@ -390,7 +390,7 @@ impl Fs {
     /// Zeroes the bytes of the block holding byte `size` from there to the block's end, if
     /// that block is mapped. Inside a transaction, `t` gives the map to use.
     pub(crate) fn zero_tail(&self, ino: u64, size: u64, t: Option<&mut Tx>) -> Result<(), FsError> {
-        if size % BS == 0 {
+        if size.is_multiple_of(BS) {
             return Ok(());
         }
         let fb = size / BS;

@@ -281,8 +281,10 @@ fn crash_rounds(seed: u64) {
             // from the durable state only where this name was written or truncated since.
             let newer = allowed.last().cloned().flatten();
             let mixed = mix_of(&got, &allowed[0], &newer, t);
-            if !(allowed.contains(&got) || mixed) {
-                if let (Some(g), Some(d)) = (&got, &allowed[0]) {
+            if !(allowed.contains(&got) || mixed)
+                && let (Some(g), Some(d)) = (&got, &allowed[0])
+            {
+                {
                     let a = fs.lookup(ROOT_INO, n.as_bytes()).unwrap();
                     eprintln!("after crash: extents {:?}", fs.extents_of(a.ino));
                     let bad: Vec<usize> = (0..g.len())

@@ -452,3 +452,88 @@ impl Fs {
             .collect()
     }
 }
+
+#[test]
+fn overwrite_times_survive_sync() {
+    let (dev, fs) = new_fs(16 * MIB, 4 * MIB);
+    let ino = file(&fs, ROOT_INO, "t");
+    fs.write(ino, 0, &[1u8; 8192]).unwrap();
+    let before = fs.getattr(ino).unwrap().mtime;
+    std::thread::sleep(Duration::from_millis(20));
+    fs.write(ino, 100, b"in place").unwrap();
+    let after = fs.getattr(ino).unwrap().mtime;
+    assert!(after > before, "overwrite did not move mtime");
+    fs.sync_all().unwrap();
+    drop(fs);
+    let fs = Fs::open(dev.clone()).unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().mtime, after);
+    // An explicit time wins over a pending overwrite time.
+    fs.write(ino, 0, b"x").unwrap();
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(1000);
+    fs.setattr(
+        ino,
+        &SetAttr {
+            mtime: Some(old),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().mtime, old);
+    fs.sync_all().unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().mtime, old);
+    clean(&fs);
+}
+
+/// Rough cost of metadata operations without FUSE (run with --ignored --nocapture).
+#[test]
+#[ignore]
+fn bench_create_stat_delete() {
+    let (_d, fs) = new_fs(1024 * MIB, 256 * MIB);
+    let n = 100_000;
+    let t = Instant::now();
+    for i in 0..n {
+        let a = fs.mknod(
+            ROOT_INO,
+            format!("f{i}").as_bytes(),
+            libc::S_IFREG | 0o644,
+            0,
+            0,
+            0,
+        );
+        let a = a.unwrap();
+        fs.open_handle(a.ino).unwrap();
+        fs.release_handle(a.ino).unwrap();
+    }
+    let c = t.elapsed();
+    let t = Instant::now();
+    for i in 0..n {
+        fs.lookup(ROOT_INO, format!("f{i}").as_bytes()).unwrap();
+    }
+    let s = t.elapsed();
+    let t = Instant::now();
+    for i in 0..n {
+        fs.unlink(ROOT_INO, format!("f{i}").as_bytes()).unwrap();
+    }
+    eprintln!("100k: create {c:?}, lookup {s:?}, unlink {:?}", t.elapsed());
+    let t = Instant::now();
+    let ino = file(&fs, ROOT_INO, "big");
+    let chunk = vec![3u8; 1 << 20];
+    for i in 0..512u64 {
+        fs.write(ino, i << 20, &chunk).unwrap();
+    }
+    let w = t.elapsed();
+    let t = Instant::now();
+    for i in 0..512u64 {
+        fs.read(ino, i << 20, 1 << 20).unwrap();
+    }
+    let r = t.elapsed();
+    let t = Instant::now();
+    for i in 0..20000u64 {
+        fs.write(ino, (i * 7919 % 131072) << 12, &chunk[..4096])
+            .unwrap();
+    }
+    eprintln!(
+        "512 MiB: write {w:?}, read {r:?}; 20k random 4k overwrites {:?}",
+        t.elapsed()
+    );
+}

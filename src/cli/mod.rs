@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 
 use crate::node::{self, FormatRequest, NewMasterKey, Node, Unlocked};
 
+pub mod client;
+
 /// Encryption at rest for a storage node.
 #[derive(Parser)]
 #[command(name = "atrest", version, about)]
@@ -37,6 +39,10 @@ enum Command {
         /// Destroy an existing atrest volume on these drives or in this state directory.
         #[arg(long)]
         force: bool,
+        /// File holding the password of the API's `admin` user (default: generate one and
+        /// print it once).
+        #[arg(long)]
+        admin_password_file: Option<PathBuf>,
     },
     /// Unlock the volume and mount it; serve until SIGINT/SIGTERM or `fusermount3 -u`.
     Mount {
@@ -51,6 +57,12 @@ enum Command {
         /// Let users other than root use the mount.
         #[arg(long)]
         allow_other: bool,
+        /// Address of the HTTPS management API.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        api: std::net::SocketAddr,
+        /// Do not serve the management API.
+        #[arg(long, conflicts_with = "api")]
+        no_api: bool,
     },
     /// Rotate the master key of an unmounted volume (re-wraps the drive headers only).
     RotateKeys {
@@ -70,6 +82,9 @@ enum Command {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// The REST client subcommands named as in qq (login, encryption_get_status, ...).
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 /// Parses a size like `2G`, `512M`, `4096`, `1T` (binary units).
@@ -118,11 +133,19 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    // Client subcommands print exactly what qq prints, so no log lines and no extra error line.
+    let command = match cli.command {
+        Command::Client(c) => {
+            let _ = crate::sys::disable_core_dumps();
+            return client::run(c);
+        }
+        other => other,
+    };
     init_logging();
     if let Err(e) = crate::sys::disable_core_dumps() {
         tracing::warn!(error = %e, "could not disable core dumps");
     }
-    match run(cli.command) {
+    match run(command) {
         Ok(()) => 0,
         Err(msg) => {
             eprintln!("atrest: error: {msg}");
@@ -132,16 +155,35 @@ pub fn main() -> i32 {
 }
 
 fn run(cmd: Command) -> Result<(), String> {
+    crate::crypto::ensure_cipher_allowed().map_err(|e| e.to_string())?;
     match cmd {
+        // Normally handled in `main`, before logging starts.
+        Command::Client(c) => match client::run(c) {
+            0 => Ok(()),
+            code => Err(format!("client command failed with exit code {code}")),
+        },
         Command::Format {
             state_dir,
             drives,
             drive_size,
             replicas,
             force,
+            admin_password_file,
         } => {
+            let password = match &admin_password_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| format!("admin password file {}: {e}", p.display()))?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                ),
+                None => None,
+            };
+            if password.as_deref() == Some("") {
+                return Err("the admin password file is empty".into());
+            }
             let s = node::format(&FormatRequest {
-                state_dir,
+                state_dir: state_dir.clone(),
                 drives,
                 drive_size,
                 replicas,
@@ -156,6 +198,11 @@ fn run(cmd: Command) -> Result<(), String> {
                 s.replicas,
                 s.key_id
             );
+            let generated = crate::api::init_state(&state_dir, password.as_deref())
+                .map_err(|e| format!("API users in {}: {e}", state_dir.display()))?;
+            if let Some(pw) = generated {
+                println!("API user admin, password (shown once): {pw}");
+            }
             Ok(())
         }
         Command::Mount {
@@ -163,7 +210,15 @@ fn run(cmd: Command) -> Result<(), String> {
             mountpoint,
             threads,
             allow_other,
-        } => mount(state_dir, mountpoint, threads, allow_other),
+            api,
+            no_api,
+        } => mount(
+            state_dir,
+            mountpoint,
+            threads,
+            allow_other,
+            (!no_api).then_some(api),
+        ),
         Command::RotateKeys { state_dir } => {
             let mut vol = Unlocked::open(&state_dir).map_err(|e| e.to_string())?;
             let r = vol.rotate(NewMasterKey::Local).map_err(|e| e.to_string())?;
@@ -215,6 +270,7 @@ fn mount(
     mountpoint: PathBuf,
     threads: usize,
     allow_other: bool,
+    api: Option<std::net::SocketAddr>,
 ) -> Result<(), String> {
     use nix::sys::signal::{SigSet, Signal};
 
@@ -237,6 +293,7 @@ fn mount(
         fsname: format!("atrest:{}", node.config().volume_id),
         threads,
         allow_other,
+        ..Default::default()
     };
     let handle = match crate::fuse::mount(node.fs().clone(), &mountpoint, &opts) {
         Ok(h) => h,
@@ -246,14 +303,38 @@ fn mount(
         }
     };
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    let api_handle = match api {
+        Some(addr) => {
+            let mut cfg = crate::api::ApiConfig::new(&state_dir);
+            cfg.addr = addr;
+            match crate::api::serve(cfg, Arc::new(node::NodeService::new(node.clone()))) {
+                Ok(h) => {
+                    tracing::info!(%addr, "management API listening");
+                    Some(h)
+                }
+                Err(e) => {
+                    let _ = handle.unmounter().unmount();
+                    let _ = handle.join();
+                    let _ = node.shutdown();
+                    return Err(format!("management API on {addr}: {e}"));
+                }
+            }
+        }
+        None => None,
+    };
     let unmounter = handle.unmounter();
     std::thread::spawn(move || {
         if let Ok(sig) = stop.wait() {
             tracing::info!(signal = ?sig, "unmounting");
-            unmounter.unmount();
+            if let Err(e) = unmounter.unmount() {
+                tracing::error!(error = %e, "unmount failed");
+            }
         }
     });
     let joined = handle.join();
+    if let Some(h) = api_handle {
+        h.shutdown();
+    }
     node.shutdown().map_err(|e| e.to_string())?;
     joined.map_err(|e| format!("FUSE session: {e}"))?;
     tracing::info!("unmounted");

@@ -10,7 +10,10 @@ mod xts;
 
 pub use secret::{DataKey, MasterKey, random_bytes};
 pub use wrap::{WRAP_NONCE_LEN, WRAPPED_KEY_LEN, WrappedKey, unwrap_data_key, wrap_data_key};
-pub use xts::DataCipher;
+pub use xts::{
+    DataCipher, NULL_CIPHER, NULL_CIPHER_ENV, XtsAes256, ensure_cipher_allowed,
+    hardware_accelerated,
+};
 
 /// Errors of the crypto layer. None of them carries key bytes.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,19 @@ pub enum CryptoError {
         /// Bytes found.
         found: usize,
     },
+    /// An XTS data unit that is empty or not a whole number of 16-byte blocks (ciphertext
+    /// stealing is not supported).
+    #[error("XTS data unit of {len} bytes is not a non-zero multiple of 16 bytes")]
+    BadDataUnitLength {
+        /// Bytes given.
+        len: usize,
+    },
+    /// This is a benchmark build with the null cipher and the environment does not allow it.
+    #[error(
+        "this build has the null cipher (benchmark only, data is not encrypted); \
+         set ATREST_ALLOW_NULL_CIPHER_FOR_BENCHMARK=1 to use it anyway"
+    )]
+    NullCipherNotAllowed,
     /// The operating system's random source failed.
     #[error("random source failed: {0}")]
     Random(String),

@@ -357,7 +357,7 @@ mod tests {
         let h = sample();
         let b = h.encode();
         assert_eq!(DriveHeader::decode(&b, 0).unwrap(), h);
-        assert_eq!(HEADER_LEN, 256);
+        assert_eq!(HEADER_LEN, 252);
         let (_, last_off, last_len) = FIELDS[FIELDS.len() - 1];
         assert_eq!(last_off + last_len, HEADER_LEN);
         for w in FIELDS.windows(2) {

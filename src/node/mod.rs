@@ -6,9 +6,13 @@
 //! stops it with an error naming the drive, and the images are left as they were.
 
 pub mod config;
+mod control;
+mod kms;
 mod rotation;
 
 pub use config::{DriveEntry, KeyRef, VolumeConfig, now_rfc3339};
+pub use control::NodeService;
+pub use kms::KmsHealth;
 pub use rotation::NewMasterKey;
 
 use std::fs::OpenOptions;

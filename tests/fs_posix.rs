@@ -80,7 +80,7 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {
-            h.unmounter().unmount();
+            let _ = h.unmounter().unmount();
             let _ = h.join();
         }
     }

@@ -36,11 +36,10 @@ pub struct MountOptions {
     pub threads: usize,
     /// Let users other than the mounting one in (`allow_other`).
     pub allow_other: bool,
+    /// How long the kernel may cache attributes and names. All changes go through the
+    /// kernel, so a long time is safe; one second by default.
+    pub attr_ttl: Duration,
 }
-
-/// How long the kernel may cache attributes and names: all changes go through the kernel,
-/// so only other mounts of the same device (there are none) could make them stale.
-const ATTR_TTL: Duration = Duration::from_secs(1);
 
 impl Default for MountOptions {
     fn default() -> Self {
@@ -51,6 +50,7 @@ impl Default for MountOptions {
             fsname: "atrest".into(),
             threads: threads.clamp(2, 8),
             allow_other: false,
+            attr_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -75,23 +75,25 @@ impl std::fmt::Debug for Unmounter {
 
 impl Unmounter {
     /// Unmounts the filesystem; the session then ends. A busy mount is detached lazily: it
-    /// goes when the last file on it is closed. Errors are logged.
-    pub fn unmount(&self) {
-        if let Err(e) = self.try_unmount() {
-            tracing::warn!(error = %e, "unmount failed, detaching lazily");
-            let st = self.0.lock();
-            let out = Command::new("fusermount3")
-                .arg("-uz")
-                .arg(&st.mountpoint)
-                .output();
-            match out {
-                Ok(o) if o.status.success() => {}
-                Ok(o) => tracing::error!(
-                    stderr = %String::from_utf8_lossy(&o.stderr).trim(),
-                    "lazy unmount failed"
-                ),
-                Err(e) => tracing::error!(error = %e, "running fusermount3 failed"),
-            }
+    /// goes when the last file on it is closed. An error means neither worked.
+    pub fn unmount(&self) -> io::Result<()> {
+        let Err(e) = self.try_unmount() else {
+            return Ok(());
+        };
+        tracing::warn!(error = %e, "unmount failed, detaching lazily");
+        let mountpoint = self.0.lock().mountpoint.clone();
+        let out = Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&mountpoint)
+            .output()?;
+        if out.status.success() || !is_mounted(&mountpoint) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "unmount {}: {e}; fusermount3 -uz: {}",
+                mountpoint.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
         }
     }
 
@@ -162,7 +164,9 @@ impl MountHandle {
 impl Drop for MountHandle {
     fn drop(&mut self) {
         if self.thread.is_some() {
-            self.unmounter.unmount();
+            if let Err(e) = self.unmounter.unmount() {
+                tracing::error!(error = %e, "unmount on drop failed");
+            }
             if let Err(e) = self.wait() {
                 tracing::warn!(error = %e, "FUSE session ended with an error");
             }
@@ -192,7 +196,7 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> io::Result<
     config.clone_fd = opts.threads > 1;
     let adapter = Adapter {
         fs: fs.clone(),
-        ttl: ATTR_TTL,
+        ttl: opts.attr_ttl,
     };
     let mut session = Session::new(adapter, mountpoint, &config)?;
     let unmounter = Unmounter(Arc::new(Mutex::new(UnmountState {

@@ -120,11 +120,7 @@ impl Node {
                 RestriperState::Rebuilding => "REBUILDING",
             },
             "percent_complete": percent,
-            "elapsed_seconds": if r.rate_bytes_per_sec > 0 {
-                r.bytes_done / r.rate_bytes_per_sec
-            } else {
-                0
-            },
+            "elapsed_seconds": r.bytes_done.checked_div(r.rate_bytes_per_sec).unwrap_or(0),
             "data_at_risk": running || degraded,
             "slot": r.slot.map(|s| s + 1),
             "blocks_done": r.blocks_done,

@@ -55,6 +55,11 @@ pub struct TestVolume {
 impl TestVolume {
     /// Formats `n` drives of `size` (e.g. "64M") with `replicas`.
     pub fn format(n: usize, size: &str, replicas: u32) -> TestVolume {
+        Self::format_with(n, size, replicas, &[])
+    }
+
+    /// As [`TestVolume::format`], with extra `atrest format` arguments.
+    pub fn format_with(n: usize, size: &str, replicas: u32, extra: &[&str]) -> TestVolume {
         let dir = tempfile::Builder::new()
             .prefix("atrest-test-")
             .tempdir()

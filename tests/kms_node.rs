@@ -698,3 +698,82 @@ impl Node {
         mount.kill9();
     }
 }
+
+/// Runs `atrest SUBCOMMAND --host 127.0.0.1 --port API [rest...]` (a client subcommand).
+fn atrest_client(node: &Node, sub: &str, rest: &[&str]) -> Output {
+    let port = node.api_port.to_string();
+    let mut args = vec![sub, "--host", "127.0.0.1", "--port", &port];
+    args.extend_from_slice(rest);
+    qqc::run_bounded(
+        Command::new(common::bin())
+            .args(&args)
+            .env("HOME", node.home.path())
+            .env_remove("XDG_CONFIG_HOME"),
+    )
+}
+
+#[test]
+fn atrest_client_subcommands_drive_the_kms_store() {
+    let kms = Kms::start(false);
+    let v = TestVolume::format(2, "32M", 2);
+    let node = Node::start(&v);
+    let key1 = kms.client().create_key("client-1").expect("create");
+
+    let mut rest: Vec<&str> = vec!["kms"];
+    let cfg = kms.good_config();
+    rest.extend(cfg.iter().map(String::as_str));
+    rest.extend_from_slice(&["--key-id", &key1]);
+    assert_eq!(
+        qqc::ok(&atrest_client(&node, "encryption_set_key_store", &rest)),
+        ""
+    );
+    assert!(local_keys(&v).is_empty());
+    let status: serde_json::Value = serde_json::from_str(&qqc::ok(&atrest_client(
+        &node,
+        "encryption_get_status",
+        &[],
+    )))
+    .expect("JSON");
+    assert_eq!(status["status"], "KMS Available", "{status}");
+    assert!(status["client_cert_expiry"].is_string(), "{status}");
+
+    let key2 = kms.client().create_key("client-2").expect("create");
+    assert_eq!(
+        qqc::ok(&atrest_client(
+            &node,
+            "rotate_encryption_keys",
+            &["--key-id", &key2]
+        )),
+        "Key rotation complete\n"
+    );
+    let out = qqc::ok(&atrest_client(
+        &node,
+        "rotate_encryption_keys",
+        &["--create-key-with-name", "client-3"],
+    ));
+    assert!(
+        out.starts_with("A new KMS key was created with ID "),
+        "{out}"
+    );
+    let store: serde_json::Value = serde_json::from_str(&qqc::ok(&atrest_client(
+        &node,
+        "encryption_get_key_store",
+        &[],
+    )))
+    .expect("JSON");
+    let key3 = out.lines().next().unwrap().rsplit(' ').next().unwrap();
+    assert_eq!(store["config_details"]["key_id"], key3, "{store}");
+    assert_eq!(volume_json(&v)["key"]["key_id"], key3);
+
+    assert_eq!(
+        qqc::ok(&atrest_client(
+            &node,
+            "encryption_set_key_store",
+            &["local"]
+        )),
+        ""
+    );
+    assert_eq!(local_keys(&v).len(), 1);
+    assert_eq!(node.status(), "Encrypted");
+    node.unmount();
+}

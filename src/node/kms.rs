@@ -487,3 +487,89 @@ fn no_kms() -> ControlError {
         "No KMS is configured: the key store is Local (use encryption_set_key_store kms)".into(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate (PEM) valid until `days` days from now.
+    fn cert_valid_for(days: i64) -> String {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["kms.test".to_string()]).expect("params");
+        params.not_after = OffsetDateTime::now_utc() + time::Duration::days(days);
+        let key = rcgen::KeyPair::generate().expect("key pair");
+        params.self_signed(&key).expect("cert").pem()
+    }
+
+    fn record(ca: String, client: String) -> KmsRecord {
+        KmsRecord {
+            config: KmsConfig {
+                hostname: "kms.test".into(),
+                port: 5696,
+                client_cert_pem: client,
+                client_key_pem: SecretPem::new(String::new()),
+                server_ca_pem: ca,
+                key_id: "7".into(),
+            },
+            config_creation_time: now_rfc3339(),
+        }
+    }
+
+    fn health_of(rec: &KmsRecord, status: &str) -> KmsHealth {
+        KmsHealth {
+            status: status.into(),
+            ca_cert_expiry: cert_not_after(&rec.config.server_ca_pem).ok(),
+            client_cert_expiry: cert_not_after(&rec.config.client_cert_pem).ok(),
+            checked_at: Some(OffsetDateTime::now_utc()),
+        }
+    }
+
+    #[test]
+    fn certificates_near_expiry_and_unavailable_keys_are_warnings() {
+        let fine = record(cert_valid_for(400), cert_valid_for(400));
+        assert!(warnings_of(&fine, &health_of(&fine, STATUS_AVAILABLE)).is_empty());
+
+        let soon = record(cert_valid_for(400), cert_valid_for(10));
+        let w = warnings_of(&soon, &health_of(&soon, STATUS_AVAILABLE));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("KMS client certificate expires on"),
+            "{w:?}"
+        );
+
+        let gone = record(cert_valid_for(-1), cert_valid_for(400));
+        let w = warnings_of(&gone, &health_of(&gone, "Cannot connect to KMS server."));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("kms.test:5696") && w[0].contains("Cannot connect"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].starts_with("KMS server CA certificate expired on"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn kms_records_are_private_and_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(KMS_FILE);
+        assert!(read_record(&path).expect("absent is fine").is_none());
+        let rec = record("ca".into(), "client".into());
+        write_record(&path, &rec).expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let back = read_record(&path).expect("read").expect("present");
+        assert!(back.config == rec.config);
+
+        std::fs::write(&path, b"{").unwrap();
+        let err = read_record(&path).err().expect("corrupt");
+        assert!(err.to_string().contains("Configuration Corrupted"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            read_record(&path).is_err(),
+            "a world-readable file is refused"
+        );
+    }
+}

@@ -382,11 +382,9 @@ impl KmsRuntime {
         let spawned = std::thread::Builder::new()
             .name("kms-health".into())
             .spawn(move || {
-                loop {
-                    match rx.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => rt.check_now(),
-                        _ => break,
-                    }
+                // A message or a dropped sender (the node is gone) ends the thread.
+                while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
+                    rt.check_now();
                 }
             });
         match spawned {

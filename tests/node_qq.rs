@@ -253,6 +253,7 @@ fn ten_rotations_under_fio_load() {
             "--runtime=25",
             "--fsync=32",
             "--output-format=json",
+            "--verify_state_save=0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -79,6 +79,7 @@ impl TestVolume {
             "--replicas".into(),
             replicas.to_string(),
         ]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         let argv: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
         ok(&atrest(&argv));
         TestVolume { dir, drives }
@@ -188,6 +189,9 @@ impl Mount {
             .arg(state)
             .args(extra)
             .arg(mnt);
+        if !extra.contains(&"--api") {
+            cmd.arg("--no-api");
+        }
         cmd.env("RUST_LOG", "atrest=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null());

@@ -432,8 +432,15 @@ impl App {
                     .trim_start_matches("1.")
                     .parse()
                     .map_err(|_| ApiError::bad_request(format!("{slot:?} is not a slot number")))?;
-                let body: Value = if req.body.is_empty() { json!({}) } else { parse(&req.body)? };
-                let image = body.get("image").and_then(Value::as_str).map(str::to_string);
+                let body: Value = if req.body.is_empty() {
+                    json!({})
+                } else {
+                    parse(&req.body)?
+                };
+                let image = body
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 let result = match *op {
                     "pull" => self.node.drive_pull(slot),
                     "insert" => self.node.drive_insert(slot, image),
@@ -451,7 +458,13 @@ impl App {
                     Err(e) => format!("failure: {e}"),
                 };
                 let name = self.principal_name(&who);
-                self.audit(&name, req, &format!("drive_{op} slot {slot}"), Vec::new(), outcome);
+                self.audit(
+                    &name,
+                    req,
+                    &format!("drive_{op} slot {slot}"),
+                    Vec::new(),
+                    outcome,
+                );
                 result.map(Response::ok).map_err(ApiError::from)
             }
 

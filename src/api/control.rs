@@ -274,7 +274,9 @@ pub trait NodeControl: Send + Sync + 'static {
 
     /// Detaches the drive in `slot` (from 1) as if it were pulled.
     fn drive_pull(&self, slot: u32) -> Result<serde_json::Value, ControlError> {
-        Err(ControlError::BadRequest(format!("slot {slot}: drive operations are not supported")))
+        Err(ControlError::BadRequest(format!(
+            "slot {slot}: drive operations are not supported"
+        )))
     }
 
     /// Brings a pulled drive back (its own image, or `image`); its stale blocks are resynced.
@@ -284,13 +286,17 @@ pub trait NodeControl: Send + Sync + 'static {
         image: Option<String>,
     ) -> Result<serde_json::Value, ControlError> {
         let _ = image;
-        Err(ControlError::BadRequest(format!("slot {slot}: drive operations are not supported")))
+        Err(ControlError::BadRequest(format!(
+            "slot {slot}: drive operations are not supported"
+        )))
     }
 
     /// Puts the blank image `image` in `slot` with a fresh data key and rebuilds it.
     fn drive_replace(&self, slot: u32, image: String) -> Result<serde_json::Value, ControlError> {
         let _ = image;
-        Err(ControlError::BadRequest(format!("slot {slot}: drive operations are not supported")))
+        Err(ControlError::BadRequest(format!(
+            "slot {slot}: drive operations are not supported"
+        )))
     }
 }
 

@@ -81,6 +81,27 @@ pub enum ClientCommand {
         #[command(subcommand)]
         store: KeyStoreArg,
     },
+    /// List the drive slots and their states (as `qq cluster_slots`).
+    #[command(name = "cluster_slots")]
+    ClusterSlots {
+        /// Which node, and which credentials.
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show the restriper (resync and rebuild) status (as `qq restriper_status`).
+    #[command(name = "restriper_status")]
+    RestriperStatus {
+        /// Which node, and which credentials.
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Drive operations on a mounted node: pull, insert, replace.
+    #[command(name = "drive")]
+    Drive {
+        /// What to do.
+        #[command(subcommand)]
+        op: DriveOp,
+    },
     /// Rotate the at-rest encryption master keys.
     #[command(name = "rotate_encryption_keys")]
     RotateEncryptionKeys {
@@ -90,6 +111,44 @@ pub enum ClientCommand {
         /// The name of the key that will be created and used for at-rest encryption.
         #[arg(long = "create-key-with-name")]
         key_name: Option<String>,
+        /// Which node, and which credentials.
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// A drive operation.
+#[derive(Debug, clap::Subcommand)]
+pub enum DriveOp {
+    /// Detach the drive in SLOT (from 1) as if it were pulled.
+    Pull {
+        /// The slot, from 1.
+        slot: u32,
+        /// Which node, and which credentials.
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Bring a pulled drive back into SLOT; only what changed meanwhile is resynced.
+    Insert {
+        /// The slot, from 1.
+        slot: u32,
+        /// The image to insert (default: the slot's own image).
+        #[arg(long)]
+        image: Option<String>,
+        /// Which node, and which credentials.
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Put a blank image into SLOT with a fresh data key and rebuild it, showing progress.
+    Replace {
+        /// The slot, from 1.
+        slot: u32,
+        /// The blank image (created if missing).
+        #[arg(long)]
+        image: String,
+        /// Return at once instead of showing the rebuild's progress until it ends.
+        #[arg(long)]
+        no_wait: bool,
         /// Which node, and which credentials.
         #[command(flatten)]
         target: Target,
@@ -164,6 +223,18 @@ fn execute(cmd: ClientCommand) -> Result<(), ClientError> {
             Ok(())
         }
         ClientCommand::EncryptionSetKeyStore { target, store } => set_key_store(&target, store),
+        ClientCommand::ClusterSlots { target } => {
+            let v = connect(&target)?.send("GET", "/v1/cluster/slots/", None)?;
+            println!("{}", pretty_like_qq(&v.unwrap_or(Value::Null)));
+            Ok(())
+        }
+        ClientCommand::RestriperStatus { target } => {
+            let v =
+                connect(&target)?.send("GET", "/v1/cluster/protection/restriper/status", None)?;
+            println!("{}", pretty_like_qq(&v.unwrap_or(Value::Null)));
+            Ok(())
+        }
+        ClientCommand::Drive { op } => drive_op(op),
         ClientCommand::RotateEncryptionKeys {
             key_id,
             key_name,
@@ -183,6 +254,58 @@ fn execute(cmd: ClientCommand) -> Result<(), ClientError> {
             Ok(())
         }
     }
+}
+
+fn drive_op(op: DriveOp) -> Result<(), ClientError> {
+    let (target, slot, action, body, wait) = match op {
+        DriveOp::Pull { slot, target } => (target, slot, "pull", json!({}), false),
+        DriveOp::Insert {
+            slot,
+            image,
+            target,
+        } => (target, slot, "insert", json!({ "image": image }), true),
+        DriveOp::Replace {
+            slot,
+            image,
+            no_wait,
+            target,
+        } => (target, slot, "replace", json!({ "image": image }), !no_wait),
+    };
+    let mut c = connect(&target)?;
+    let answer = c.send(
+        "POST",
+        &format!("/v1/atrest/drives/{slot}/{action}"),
+        Some(&body),
+    )?;
+    println!("{}", pretty_like_qq(&answer.unwrap_or(Value::Null)));
+    if !wait {
+        return Ok(());
+    }
+    // Show the restriper's progress until it is idle (bounded: one day).
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(86_400) {
+        let st = c.send("GET", "/v1/cluster/protection/restriper/status", None)?;
+        let st = st.unwrap_or(Value::Null);
+        if st["state"] != "RUNNING" {
+            eprintln!("\rrestripe finished{:40}", "");
+            return Ok(());
+        }
+        let pct = st["percent_complete"].as_f64().unwrap_or(0.0);
+        let filled = (pct / 5.0) as usize;
+        eprint!(
+            "\r[{}{}] {pct:5.1}% {} MiB at {} MiB/s, ETA {} s   ",
+            "#".repeat(filled.min(20)),
+            " ".repeat(20 - filled.min(20)),
+            st["bytes_done"].as_u64().unwrap_or(0) >> 20,
+            st["rate_bytes_per_sec"].as_u64().unwrap_or(0) >> 20,
+            st["eta_seconds"]
+                .as_u64()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "?".into()),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    Ok(())
 }
 
 /// qq's `KeyStoreStatus.to_dict()`: the six keys required, nulls dropped.

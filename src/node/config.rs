@@ -50,6 +50,9 @@ pub struct VolumeConfig {
     /// False while mounted; a start that finds it false knows the last run did not end
     /// cleanly and checks that the copies of every block in use agree.
     pub clean: bool,
+    /// Why a key rotation is recommended (a drive was replaced), until the next rotation.
+    #[serde(default)]
+    pub rotation_recommended: Option<String>,
 }
 
 impl VolumeConfig {

@@ -129,4 +129,36 @@ impl NodeControl for NodeService {
         };
         self.node.rotate(new).map(|_| ()).map_err(control_error)
     }
+
+    fn cluster_overview(&self) -> crate::api::ClusterOverview {
+        self.node.overview()
+    }
+
+    fn slots(&self) -> Vec<crate::api::SlotInfo> {
+        self.node.slot_infos()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.node.node_warnings()
+    }
+
+    fn restriper_status(&self) -> serde_json::Value {
+        self.node.restriper_json()
+    }
+
+    fn drive_pull(&self, slot: u32) -> Result<serde_json::Value, ControlError> {
+        self.node.drive_pull(slot)
+    }
+
+    fn drive_insert(
+        &self,
+        slot: u32,
+        image: Option<String>,
+    ) -> Result<serde_json::Value, ControlError> {
+        self.node.drive_insert(slot, image)
+    }
+
+    fn drive_replace(&self, slot: u32, image: String) -> Result<serde_json::Value, ControlError> {
+        self.node.drive_replace(slot, image)
+    }
 }

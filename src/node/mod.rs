@@ -5,6 +5,7 @@
 //! writes anything: a wrong key, a foreign or damaged header, a missing or truncated image
 //! stops it with an error naming the drive, and the images are left as they were.
 
+mod cluster;
 pub mod config;
 mod control;
 mod kms;
@@ -81,7 +82,7 @@ pub enum NodeError {
     },
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
     let what = what.into();
     move |source| NodeError::Io { what, source }
 }
@@ -154,7 +155,7 @@ fn carries_header(path: &Path) -> bool {
 /// Prepares an image path: creates it sparse at `size`, or empties the existing one (a
 /// regular file is truncated and re-extended, a block device zeroed), so that nothing of an
 /// earlier volume survives and unwritten blocks read as zeros. Returns its size in bytes.
-fn prepare_image(path: &Path, size: Option<u64>) -> Result<u64, NodeError> {
+pub(crate) fn prepare_image(path: &Path, size: Option<u64>) -> Result<u64, NodeError> {
     use crate::drive::DriveBackend;
     let usage = |m: String| NodeError::Usage(format!("drive {}: {m}", path.display()));
     let md = match std::fs::metadata(path) {
@@ -342,6 +343,7 @@ pub fn format(req: &FormatRequest) -> Result<FormatSummary, NodeError> {
         created: now_rfc3339(),
         last_key_rotation_time: None,
         clean: true,
+        rotation_recommended: None,
     };
     config.store(&req.state_dir)?;
     tracing::info!(volume = %config.volume_id, drives = n, replicas, key_id, "formatted volume");
@@ -638,6 +640,10 @@ impl Node {
             let mut live = self.config.lock();
             live.key = cfg.key.clone();
             live.last_key_rotation_time = cfg.last_key_rotation_time.clone();
+            if live.rotation_recommended.take().is_some() {
+                tracing::info!("key rotation done: recommendation cleared");
+                let _ = live.store(&self.state_dir);
+            }
         }
         *self.master.lock() = new_key;
         self.kms_after_rotation(); // kms branch: the active KMS configuration may have changed

@@ -83,6 +83,13 @@ enum Command {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// Read every copy of every block in use, verify checksums, compare copies and repair a
+    /// bad copy from a good one (unmounted volume).
+    Scrub {
+        /// The node's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
     /// Check every invariant of an unmounted volume: headers, filesystem, copies agree.
     Fsck {
         /// The node's state directory.
@@ -259,6 +266,19 @@ fn run(cmd: Command) -> Result<(), String> {
                     h.key_id,
                     (h.data_blocks * crate::BLOCK_SIZE as u64) >> 20
                 );
+            }
+            Ok(())
+        }
+        Command::Scrub { state_dir } => {
+            let node = Node::open(&state_dir).map_err(|e| e.to_string())?;
+            let report = node.scrub().map_err(|e| e.to_string())?;
+            node.shutdown().map_err(|e| e.to_string())?;
+            println!(
+                "scrub: {} blocks checked, {} copies repaired, {} unrecoverable",
+                report.checked, report.repaired, report.unrecoverable
+            );
+            if report.unrecoverable > 0 {
+                return Err(format!("{} blocks have no good copy", report.unrecoverable));
             }
             Ok(())
         }

@@ -650,6 +650,12 @@ impl Node {
         Ok(new_ref)
     }
 
+    /// Scrubs every block in use: verifies checksums, compares copies, repairs bad copies.
+    pub fn scrub(&self) -> Result<crate::pool::ScrubReport, NodeError> {
+        let used = self.fs.used_blocks()?;
+        self.pool.scrub(Some(&used)).map_err(io_err("scrub"))
+    }
+
     /// Runs every check: the filesystem's invariants and the agreement of every copy of
     /// every block in use. Returns the problems found (empty when clean).
     pub fn check(&self) -> Result<Vec<String>, NodeError> {

@@ -63,6 +63,13 @@ enum Command {
         /// Do not serve the management API.
         #[arg(long, conflicts_with = "api")]
         no_api: bool,
+        /// With a KMS key store: how long to keep trying an unreachable KMS at start before
+        /// giving up (kms branch).
+        #[arg(long, default_value_t = 60)]
+        kms_retry_seconds: u64,
+        /// With a KMS key store: seconds between two health checks of the KMS (kms branch).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        kms_health_interval: u64,
     },
     /// Rotate the master key of an unmounted volume (re-wraps the drive headers only).
     RotateKeys {
@@ -219,12 +226,19 @@ fn run(cmd: Command) -> Result<(), String> {
             allow_other,
             api,
             no_api,
+            kms_retry_seconds,
+            kms_health_interval,
         } => mount(
             state_dir,
             mountpoint,
             threads,
             allow_other,
             (!no_api).then_some(api),
+            // kms branch: KMS start-up retry and health interval.
+            &node::KmsOptions {
+                retry: std::time::Duration::from_secs(kms_retry_seconds),
+                health_interval: std::time::Duration::from_secs(kms_health_interval),
+            },
         ),
         Command::RotateKeys { state_dir } => {
             let mut vol = Unlocked::open(&state_dir).map_err(|e| e.to_string())?;
@@ -291,6 +305,7 @@ fn mount(
     threads: usize,
     allow_other: bool,
     api: Option<std::net::SocketAddr>,
+    kms: &node::KmsOptions,
 ) -> Result<(), String> {
     use nix::sys::signal::{SigSet, Signal};
 
@@ -308,7 +323,7 @@ fn mount(
             mountpoint.display()
         ));
     }
-    let node = Arc::new(Node::open(&state_dir).map_err(|e| e.to_string())?);
+    let node = Arc::new(Node::open_with(&state_dir, kms).map_err(|e| e.to_string())?);
     let opts = crate::fuse::MountOptions {
         fsname: format!("atrest:{}", node.config().volume_id),
         threads,

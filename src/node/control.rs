@@ -33,6 +33,9 @@ fn parse_time(s: &Option<String>) -> Option<OffsetDateTime> {
 fn control_error(e: NodeError) -> ControlError {
     match e {
         NodeError::Usage(m) => ControlError::BadRequest(m),
+        // The KMS refused the new key or could not be reached: the request cannot be served
+        // with that configuration, and nothing changed.
+        e @ NodeError::Kms { .. } => ControlError::BadRequest(e.to_string()),
         NodeError::Busy { .. } => ControlError::Conflict(e.to_string()),
         other => ControlError::Internal(other.to_string()),
     }

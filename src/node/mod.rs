@@ -13,7 +13,7 @@ mod rotation;
 
 pub use config::{DriveEntry, KeyRef, VolumeConfig, now_rfc3339};
 pub use control::NodeService;
-pub use kms::KmsHealth;
+pub use kms::{KmsHealth, KmsOptions};
 pub use rotation::NewMasterKey;
 
 use std::fs::OpenOptions;
@@ -58,6 +58,14 @@ pub enum NodeError {
     /// Bad arguments.
     #[error("{0}")]
     Usage(String),
+    /// The KMS refused or could not serve a master key (kms branch: KMS key store).
+    #[error("{what}: {}: {source}", source.status_string())]
+    Kms {
+        /// Which key from which server.
+        what: String,
+        /// The KMIP client's error.
+        source: crate::keystore::kmip::KmipError,
+    },
     /// Another process holds the volume.
     #[error("state directory {path} is in use by another atrest process (mounted?)")]
     Busy {
@@ -356,17 +364,27 @@ pub struct Node {
     fs: Arc<Fs>,
     /// Serialises rotations and key-store changes.
     rotation: Mutex<()>,
+    /// KMS configuration and health (kms branch).
+    kms: Arc<kms::KmsRuntime>,
+    /// Dropping it stops the KMS health thread (kms branch).
+    _kms_health_stop: Option<std::sync::mpsc::Sender<()>>,
     _lock: StateLock,
 }
 
-/// Loads the master key named by a key reference.
-fn load_master(state_dir: &Path, key: &KeyRef) -> Result<MasterKey, NodeError> {
+/// Loads the master key named by a key reference. A KMS key is fetched (kms branch) under
+/// its stored configuration, retrying an unreachable KMS for `opts.retry`.
+fn load_master(
+    state_dir: &Path,
+    key: &KeyRef,
+    rotation_pending: bool,
+    opts: &KmsOptions,
+) -> Result<MasterKey, NodeError> {
     match key.kind {
         KeyKind::Local => Ok(LocalStore::open(state_dir)?.load_key(&key.key_id)?),
-        KeyKind::Kms => Err(NodeError::Usage(format!(
-            "master key {} is held by a KMS, which this build cannot reach yet",
-            key.key_id
-        ))),
+        KeyKind::Kms => {
+            let rec = kms::record_for_key(state_dir, &key.key_id, rotation_pending)?;
+            kms::fetch_with_retry(&rec, opts.retry)
+        }
     }
 }
 
@@ -421,6 +439,11 @@ impl Unlocked {
     /// Loads the master key, unlocks and checks every drive, then (and only then, so that a
     /// refusal writes nothing) repairs damaged header slots and finishes a cut-off rotation.
     pub fn open(dir: &Path) -> Result<Unlocked, NodeError> {
+        Self::open_with(dir, &KmsOptions::default())
+    }
+
+    /// As [`Unlocked::open`], with the KMS retry time of `opts` (kms branch).
+    pub fn open_with(dir: &Path, opts: &KmsOptions) -> Result<Unlocked, NodeError> {
         statedir::check_dir(dir)?;
         let lock = StateLock::acquire(dir)?;
         let mut cfg = VolumeConfig::load(dir)?;
@@ -428,14 +451,14 @@ impl Unlocked {
         let pending = journal.pending()?;
 
         // Keys that may wrap a drive now: the current one and, mid-rotation, the new one.
-        let current = load_master(dir, &cfg.key)?;
+        let current = load_master(dir, &cfg.key, pending.is_some(), opts)?;
         let next = match &pending {
             Some(rec) => {
                 let r = KeyRef {
                     kind: rec.new_kind,
                     key_id: rec.new_key_id.clone(),
                 };
-                let k = load_master(dir, &r)?;
+                let k = load_master(dir, &r, true, opts)?;
                 Some((r, k))
             }
             None => None,
@@ -518,21 +541,27 @@ impl Node {
     /// then opens the pool and the filesystem. After an unclean stop, the copies of every
     /// block in use are compared and made to agree.
     pub fn open(dir: &Path) -> Result<Node, NodeError> {
+        Self::open_with(dir, &KmsOptions::default())
+    }
+
+    /// As [`Node::open`], with the KMS retry time and health interval of `opts` (kms branch).
+    pub fn open_with(dir: &Path, opts: &KmsOptions) -> Result<Node, NodeError> {
         let Unlocked {
             dir,
             mut cfg,
             drives,
             master,
             lock,
-        } = Unlocked::open(dir)?;
+        } = Unlocked::open_with(dir, opts)?;
+        let kms = kms::KmsRuntime::open(&dir, cfg.key.kind)?;
         let slots = drives.into_iter().map(SlotInit::Present).collect();
-        let opts = PoolOptions {
+        let pool_opts = PoolOptions {
             state_dir: Some(dir.clone()),
             watch_interval: Some(std::time::Duration::from_secs(1)),
             after_unclean_stop: !cfg.clean,
         };
         let pool =
-            Arc::new(Pool::open(slots, cfg.replicas, opts).map_err(io_err("assemble pool"))?);
+            Arc::new(Pool::open(slots, cfg.replicas, pool_opts).map_err(io_err("assemble pool"))?);
         let fs = Arc::new(Fs::open(pool.clone())?);
         if !cfg.clean {
             // Writes cut by the crash may have reached some copies and not others, or a block
@@ -551,6 +580,7 @@ impl Node {
         }
         cfg.clean = false;
         cfg.store(&dir)?;
+        let kms_health_stop = kms.spawn_health(opts.health_interval);
         Ok(Node {
             state_dir: dir,
             config: Mutex::new(cfg),
@@ -558,6 +588,8 @@ impl Node {
             pool,
             fs,
             rotation: Mutex::new(()),
+            kms,
+            _kms_health_stop: kms_health_stop,
             _lock: lock,
         })
     }
@@ -614,6 +646,7 @@ impl Node {
             }
         }
         *self.master.lock() = new_key;
+        self.kms_after_rotation(); // kms branch: the active KMS configuration may have changed
         Ok(new_ref)
     }
 

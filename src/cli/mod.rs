@@ -242,6 +242,13 @@ fn run(cmd: Command) -> Result<(), String> {
         ),
         Command::RotateKeys { state_dir } => {
             let mut vol = Unlocked::open(&state_dir).map_err(|e| e.to_string())?;
+            if vol.config().key.kind == crate::drive::KeyKind::Kms {
+                return Err(format!(
+                    "the master key {} is held by a KMS: rotate it on the mounted node with \
+                     `rotate_encryption_keys --key-id ID` or `--create-key-with-name NAME`",
+                    vol.config().key.key_id
+                ));
+            }
             let r = vol.rotate(NewMasterKey::Local).map_err(|e| e.to_string())?;
             println!("Key rotation complete: master key is now {}", r.key_id);
             Ok(())

@@ -235,6 +235,19 @@ fn dashboard_cluster_rotation_and_observer_in_chromium() {
         },
     );
 
+    // A drive pulled on the real node brings up the warning banner; reinserted, it goes.
+    root.send("POST", "/v1/atrest/drives/2/pull", Some(&json!({})))
+        .expect("pull a drive through the API");
+    b.wait_until("the missing-drive banner", Duration::from_secs(15), |b| {
+        b.is_visible("#warning-banner")
+            && b.text_of("warning-banner").is_some_and(|t| t.contains("is missing"))
+    });
+    root.send("POST", "/v1/atrest/drives/2/insert", Some(&json!({})))
+        .expect("reinsert the drive through the API");
+    b.wait_until("the banner to clear", Duration::from_secs(30), |b| {
+        !b.is_visible("#warning-banner")
+    });
+
     // Log out: back to the login page, and the pages need a login again.
     b.click("#logout");
     b.wait_until("the login page after logout", WAIT, |b| {

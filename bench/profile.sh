@@ -48,7 +48,9 @@ drives=()
 for i in $(seq 0 $((replicas - 1))); do drives+=(--drive "$work/back/drive$i.img"); done
 "$bin" format --state-dir "$work/back/state" "${drives[@]}" --drive-size 2G \
   --replicas "$replicas" >"$out/format.log" 2>&1
-"$bin" mount --state-dir "$work/back/state" --no-api --threads "$threads" "$work/mnt" \
+noapi=()
+if "$bin" mount --help 2>&1 | grep -q -- --no-api; then noapi=(--no-api); fi
+"$bin" mount --state-dir "$work/back/state" "${noapi[@]}" --threads "$threads" "$work/mnt" \
   >"$out/daemon.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do mountpoint -q "$work/mnt" && break; sleep 0.1; done

@@ -7,15 +7,16 @@
 # Settings (environment):
 #   BENCH_QUICK=1        one round of 1 s runs on 32 MiB files (about 3 minutes)
 #   BENCH_ROUNDS=3       rounds; each round runs every job on every target, in alternation
-#   BENCH_RUNTIME=2      seconds per fio run
-#   BENCH_SIZE=128M      file size per fio job (the parallel job has four such files)
+#   BENCH_RUNTIME=1      seconds per fio run
+#   BENCH_SIZE=64M       file size per fio job (the parallel job has four such files)
 #   BENCH_TARGETS="raw passthrough gocryptfs atrest-null-r1 atrest-r1 atrest-r2"
 #   BENCH_JOBS="seqwrite seqread randread randwrite mixed parallel"
 #   BENCH_MODES="direct buffered"
 #   BENCH_DRIVE_SIZE=2G  size of each atrest drive image (sparse, on the tmpfs)
 #   BENCH_FUSE_THREADS=4 FUSE worker threads of atrest and of the passthrough filesystem
 #   BENCH_TMPFS_SIZE=10G size limit of the backing tmpfs
-#   BENCH_DEADLINE_MIN=19  no fio run starts after this many minutes; the table says so
+#   BENCH_DEADLINE_MIN=12  no fio run starts after this many minutes (time is left for the
+#                        metadata and rotation benchmarks); the table then says so
 #   BENCH_KEEP=1         keep the work directory (fio JSON is kept under bench/results anyway)
 #   BENCH_META_FILES=100000        files of the metadata benchmark (bench/meta.py); 0 skips it
 #   BENCH_META_TARGETS="atrest-r1 gocryptfs"   targets of the metadata benchmark
@@ -39,15 +40,15 @@ META_FILES=${BENCH_META_FILES:-100000}
 META_TARGETS=${BENCH_META_TARGETS:-atrest-r1 gocryptfs}
 META_ROUNDS=${BENCH_META_ROUNDS:-3}
 ROUNDS=${BENCH_ROUNDS:-3}
-RUNTIME=${BENCH_RUNTIME:-2}
-SIZE=${BENCH_SIZE:-128M}
+RUNTIME=${BENCH_RUNTIME:-1}
+SIZE=${BENCH_SIZE:-64M}
 TARGETS=${BENCH_TARGETS:-raw passthrough gocryptfs atrest-null-r1 atrest-r1 atrest-r2}
 JOBS=${BENCH_JOBS:-seqwrite seqread randread randwrite mixed parallel}
 MODES=${BENCH_MODES:-direct buffered}
 DRIVE_SIZE=${BENCH_DRIVE_SIZE:-2G}
 FUSE_THREADS=${BENCH_FUSE_THREADS:-4}
 TMPFS_SIZE=${BENCH_TMPFS_SIZE:-10G}
-DEADLINE=$(( $(date +%s) + ${BENCH_DEADLINE_MIN:-19} * 60 ))
+DEADLINE=$(( $(date +%s) + ${BENCH_DEADLINE_MIN:-12} * 60 ))
 NULL_TARGET_DIR=$root/target/bench-null
 
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
@@ -251,7 +252,7 @@ for round in $(seq 1 "$ROUNDS"); do
       for k in $(seq 0 $((n - 1))); do
         t=${ready[$(( (k + round - 1) % n ))]}
         if [ "$(date +%s)" -ge "$DEADLINE" ]; then
-          stopped="deadline of ${BENCH_DEADLINE_MIN:-19} min reached in round $round"
+          stopped="deadline of ${BENCH_DEADLINE_MIN:-12} min reached in round $round"
           break 4
         fi
         out=$results/$t/$job-$mode-r$round.json

@@ -69,11 +69,11 @@ BENCH_DIR=$work/mnt/fio BENCH_SIZE=$size BENCH_RUNTIME=$runtime BENCH_DIRECT=$di
 kill -INT "$perf_pid"
 wait "$perf_pid" || true
 perf report -i "$out/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-  grep -v '^$' | head -120 >"$out/flat.txt"
+  grep -v "^$" | head -120 >"$out/flat.txt" || true
 perf report -i "$out/perf.data" --children --sort symbol --stdio -g none --percent-limit 2 \
-  2>/dev/null | grep -v '^$' | head -150 >"$out/children.txt"
+  2>/dev/null | grep -v '^$' | head -150 >"$out/children.txt" || true
 perf report -i "$out/perf.data" --no-children --sort symbol --stdio -g caller,0.5,callee \
-  --percent-limit 3 2>/dev/null | head -400 >"$out/callers.txt"
+  --percent-limit 3 2>/dev/null | head -400 >"$out/callers.txt" || true
 python3 - "$out/fio.json" <<'EOF'
 import json, sys
 t = open(sys.argv[1]).read()

@@ -67,7 +67,7 @@ impl Mounted {
             let u = h.unmounter();
             // The kernel may still be releasing files: retry a busy unmount a few times.
             for _ in 0..50 {
-                match u.unmount() {
+                match u.try_unmount() {
                     Ok(()) => break,
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
@@ -81,10 +81,6 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {
             let _ = h.unmounter().unmount();
-            let _ = Command::new("fusermount3")
-                .arg("-uz")
-                .arg(self.dir.path())
-                .status();
             let _ = h.join();
         }
     }

@@ -191,18 +191,28 @@ fn write_tree(root: &Path) -> Vec<String> {
     markers
 }
 
-/// Searches every image for each needle; returns the needles found.
+/// Searches every image for each needle; returns the needles found. Blocks of zeros (the
+/// sparse, never written parts) are skipped; a needle may straddle two written blocks.
 fn scan_images(images: &[PathBuf], needles: &[Vec<u8>]) -> Vec<String> {
+    let longest = needles.iter().map(|n| n.len()).max().unwrap_or(0);
     let mut found = Vec::new();
     for img in images {
         let data = std::fs::read(img).unwrap();
-        for n in needles {
-            if data.windows(n.len()).any(|w| w == &n[..]) {
-                found.push(format!(
-                    "{} in {}",
-                    String::from_utf8_lossy(n),
-                    img.display()
-                ));
+        for (i, block) in data.chunks(4096).enumerate() {
+            if block.iter().all(|&b| b == 0) {
+                continue;
+            }
+            let start = i * 4096;
+            let end = (start + 4096 + longest).min(data.len());
+            let window = &data[start..end];
+            for n in needles {
+                if window.windows(n.len()).any(|w| w == &n[..]) {
+                    found.push(format!(
+                        "{} in {}",
+                        String::from_utf8_lossy(n),
+                        img.display()
+                    ));
+                }
             }
         }
     }

@@ -398,6 +398,63 @@ impl App {
             }
             ("POST", ["v2" | "v1", "encryption", "rotate-keys"]) => self.rotate(&who, req),
 
+            // ----- cluster state (web dashboard; no cluster privilege exists, so these
+            // read-only figures go with the encryption read privilege) -----
+            ("GET", ["v1", "cluster", "slots"]) => {
+                self.require(&who, req, privs::ENCRYPTION_READ)?;
+                Ok(Response::ok(json!(self.node.slots())))
+            }
+            ("GET", ["v1", "cluster", "slots", id]) => {
+                self.require(&who, req, privs::ENCRYPTION_READ)?;
+                let slot = self
+                    .node
+                    .slots()
+                    .into_iter()
+                    .find(|s| *id == format!("1.{}", s.slot) || *id == s.slot.to_string());
+                match slot {
+                    Some(s) => Ok(Response::ok(json!(s))),
+                    None => Err(ApiError::not_found(format!("No drive slot {id}"))),
+                }
+            }
+            ("GET", ["v1", "atrest", "overview"]) => {
+                self.require(&who, req, privs::ENCRYPTION_READ)?;
+                Ok(Response::ok(self.overview()))
+            }
+            ("GET", ["v1", "cluster", "protection", "restriper", "status"]) => {
+                self.require(&who, req, privs::ENCRYPTION_READ)?;
+                Ok(Response::ok(self.node.restriper_status()))
+            }
+            ("POST", ["v1", "atrest", "drives", slot, op]) => {
+                // Drive operations change what holds the encrypted data: they need the
+                // encryption write privilege.
+                self.require(&who, req, privs::ENCRYPTION_WRITE)?;
+                let slot: u32 = slot
+                    .trim_start_matches("1.")
+                    .parse()
+                    .map_err(|_| ApiError::bad_request(format!("{slot:?} is not a slot number")))?;
+                let body: Value = if req.body.is_empty() { json!({}) } else { parse(&req.body)? };
+                let image = body.get("image").and_then(Value::as_str).map(str::to_string);
+                let result = match *op {
+                    "pull" => self.node.drive_pull(slot),
+                    "insert" => self.node.drive_insert(slot, image),
+                    _ => match image {
+                        Some(image) => self.node.drive_replace(slot, image),
+                        None => {
+                            return Err(ApiError::bad_request(
+                                "replace needs {\"image\": PATH}".to_string(),
+                            ));
+                        }
+                    },
+                };
+                let outcome = match &result {
+                    Ok(_) => "success".to_string(),
+                    Err(e) => format!("failure: {e}"),
+                };
+                let name = self.principal_name(&who);
+                self.audit(&name, req, &format!("drive_{op} slot {slot}"), Vec::new(), outcome);
+                result.map(Response::ok).map_err(ApiError::from)
+            }
+
             // ----- session and identity -----
             ("GET", ["v1", "session", "who-am-i"]) => self.who_am_i(&who),
             ("GET", ["v1", "session", "roles"]) => {
@@ -595,7 +652,32 @@ impl App {
                 | ["v1", "users", _]
                 | ["v1", "users", _, "setpassword" | "groups"]
                 | ["v1", "groups"]
+                | ["v1", "cluster", "slots"]
+                | ["v1", "cluster", "slots", _]
+                | ["v1", "atrest", "overview"]
+                | ["v1", "cluster", "protection", "restriper", "status"]
+                | ["v1", "atrest", "drives", _, "pull" | "insert" | "replace"]
         )
+    }
+
+    /// The body of `GET /v1/atrest/overview`: capacity, drive counts, the encryption state and
+    /// every warning the web pages show in their banner.
+    fn overview(&self) -> Value {
+        let status = self.node.key_store_status();
+        let slots = self.node.slots();
+        let warnings = super::web::warnings(
+            &status,
+            &slots,
+            self.node.warnings(),
+            time::OffsetDateTime::now_utc(),
+        );
+        let mut body = serde_json::to_value(self.node.cluster_overview()).unwrap_or(json!({}));
+        body["encryption"] = json!({
+            "type": status.store_type.as_str(),
+            "status": status.status,
+        });
+        body["warnings"] = json!(warnings);
+        body
     }
 
     fn user_id(&self, text: &str) -> Result<u64> {
@@ -908,6 +990,34 @@ mod tests {
         );
         assert!(segments("/v1/%zz").is_err());
         assert!(segments("/v1/%ff").is_err());
+    }
+
+    #[test]
+    fn dashboard_routes_answer_with_node_defaults() {
+        let (_d, _node, app) = app();
+        let root = "127.0.0.1:950";
+        let r = app.handle(&req("GET", "/v1/atrest/overview", root, None, ""));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["drives_total"], json!(0));
+        assert_eq!(r.body["total_bytes"], json!(0));
+        assert_eq!(
+            r.body["encryption"],
+            json!({"type": "Local", "status": "Encrypted"})
+        );
+        assert_eq!(r.body["warnings"], json!([]));
+        let r = app.handle(&req("GET", "/v1/cluster/slots/", root, None, ""));
+        assert_eq!((r.status, r.body), (200, json!([])));
+        let r = app.handle(&req("GET", "/v1/cluster/slots/1.1", root, None, ""));
+        assert_eq!(r.status, 404);
+        // Without a login (not a backdoor port) the figures are refused.
+        let r = app.handle(&req(
+            "GET",
+            "/v1/atrest/overview",
+            "127.0.0.1:40000",
+            None,
+            "",
+        ));
+        assert_eq!(r.status, 401);
     }
 
     #[test]

@@ -245,4 +245,128 @@ pub trait NodeControl: Send + Sync + 'static {
     /// Rotates the master key. With `None`: to a new key in the active store (a new random
     /// local key; for a KMS, as the node's store defines). With `Some(id)`: to the KMS key `id`.
     fn rotate_keys(&self, key_id: Option<String>) -> Result<(), ControlError>;
+
+    /// Capacity and drive counts of the volume, for the web dashboard's Cluster Overview and
+    /// `GET /v1/atrest/overview`. The default knows nothing: all zeros.
+    fn cluster_overview(&self) -> ClusterOverview {
+        ClusterOverview::default()
+    }
+
+    /// Every drive slot of the volume with its state, for `GET /v1/cluster/slots/`. The
+    /// default lists none.
+    fn slots(&self) -> Vec<SlotInfo> {
+        Vec::new()
+    }
+
+    /// Node-side warnings for the operator, one sentence each (e.g. "Key rotation recommended:
+    /// drive 2 was replaced"). The API adds its own for certificate expiry, the KMS status and
+    /// missing or dead slots, so the node need not repeat those. The default has none.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The restriper (resync and rebuild) state, for
+    /// `GET /v1/cluster/protection/restriper/status`.
+    fn restriper_status(&self) -> serde_json::Value {
+        serde_json::json!({"state": "NOT_RUNNING", "phase": "FINISHED", "percent_complete": 100,
+            "elapsed_seconds": 0, "data_at_risk": false})
+    }
+
+    /// Detaches the drive in `slot` (from 1) as if it were pulled.
+    fn drive_pull(&self, slot: u32) -> Result<serde_json::Value, ControlError> {
+        Err(ControlError::BadRequest(format!("slot {slot}: drive operations are not supported")))
+    }
+
+    /// Brings a pulled drive back (its own image, or `image`); its stale blocks are resynced.
+    fn drive_insert(
+        &self,
+        slot: u32,
+        image: Option<String>,
+    ) -> Result<serde_json::Value, ControlError> {
+        let _ = image;
+        Err(ControlError::BadRequest(format!("slot {slot}: drive operations are not supported")))
+    }
+
+    /// Puts the blank image `image` in `slot` with a fresh data key and rebuilds it.
+    fn drive_replace(&self, slot: u32, image: String) -> Result<serde_json::Value, ControlError> {
+        let _ = image;
+        Err(ControlError::BadRequest(format!("slot {slot}: drive operations are not supported")))
+    }
+}
+
+/// Capacity and drive health of the volume (`GET /v1/atrest/overview`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterOverview {
+    /// Usable bytes of the volume (after replication).
+    pub total_bytes: u64,
+    /// Bytes in use.
+    pub used_bytes: u64,
+    /// Bytes still free.
+    pub free_bytes: u64,
+    /// Drive slots of the volume.
+    pub drives_total: u32,
+    /// Drives that are online and in sync.
+    pub drives_healthy: u32,
+}
+
+/// The state of one drive slot, with Qumulo's names on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotState {
+    /// Online and in sync (also while resyncing or rebuilding; see `rebuild_percent`).
+    Healthy,
+    /// Pulled: its image is gone or was taken out.
+    Missing,
+    /// Failed with I/O errors.
+    Dead,
+    /// The drive in the slot belongs to another volume.
+    WrongCluster,
+    /// No drive in the slot.
+    Empty,
+}
+
+impl SlotState {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotState::Healthy => "healthy",
+            SlotState::Missing => "missing",
+            SlotState::Dead => "dead",
+            SlotState::WrongCluster => "wrong_cluster",
+            SlotState::Empty => "empty",
+        }
+    }
+}
+
+/// One drive slot (`GET /v1/cluster/slots/` entry, in Qumulo's shape plus atrest fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotInfo {
+    /// The slot number, from 1.
+    pub slot: u32,
+    /// The slot's state.
+    pub state: SlotState,
+    /// The drive's path (image file or block device).
+    pub path: String,
+    /// Capacity of the drive in bytes.
+    pub capacity_bytes: u64,
+    /// Progress of a resync or rebuild of this drive, 0 to 100; `None` when none runs.
+    pub rebuild_percent: Option<f64>,
+}
+
+impl Serialize for SlotInfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(11))?;
+        m.serialize_entry("id", &format!("1.{}", self.slot))?;
+        m.serialize_entry("node_id", &1)?;
+        m.serialize_entry("slot", &self.slot)?;
+        m.serialize_entry("state", self.state.as_str())?;
+        m.serialize_entry("slot_type", "SSD")?;
+        m.serialize_entry("disk_type", "SSD")?;
+        m.serialize_entry("disk_model", "atrest image")?;
+        m.serialize_entry("capacity", &self.capacity_bytes.to_string())?;
+        m.serialize_entry("raw_capacity", &self.capacity_bytes.to_string())?;
+        m.serialize_entry("path", &self.path)?;
+        m.serialize_entry("rebuild_percent", &self.rebuild_percent)?;
+        m.end()
+    }
 }

@@ -1,6 +1,7 @@
 //! The HTTPS REST API spoken by the Qumulo `qq` client (see `shared/QQ-API.md` of the
 //! project for the contract): users, sessions, roles and privileges, the audit log, and the
-//! encryption routes, which call into the node through [`NodeControl`].
+//! encryption routes, which call into the node through [`NodeControl`]; and the web dashboard
+//! (`web`), static pages embedded in the binary that call the same routes.
 //!
 //! It owns everything under `STATE/api/`: `users.json`, `roles.json`, `sessions.json`,
 //! `audit.log`, `tls-cert.pem` and `tls-key.pem`. It never touches keys, drives or the key
@@ -20,6 +21,7 @@ pub mod privileges;
 mod server;
 mod store;
 mod tls;
+mod web;
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,8 +31,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use control::{
-    ControlError, KeyStoreStatus, KeyStoreType, KeyStoreView, KmsConfigRequest, NodeControl,
-    SecretPem, SetKeyStore,
+    ClusterOverview, ControlError, KeyStoreStatus, KeyStoreType, KeyStoreView, KmsConfigRequest,
+    NodeControl, SecretPem, SetKeyStore, SlotInfo, SlotState,
 };
 pub use error::ApiError;
 

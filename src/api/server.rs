@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 use super::ApiConfig;
 use super::app::{App, Request, Response};
 use super::error::ApiError;
+use super::web;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,6 +164,19 @@ fn json_response(resp: &Response, close: bool) -> hyper::Response<Full<Bytes>> {
     r
 }
 
+/// A web page or asset of the dashboard, with its security headers.
+fn page_response(page: &web::Asset, head: bool) -> hyper::Response<Full<Bytes>> {
+    let body = if head { "" } else { page.body };
+    let mut r = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(page.content_type));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(page.body.len()));
+    for (name, value) in web::SECURITY_HEADERS {
+        h.insert(*name, HeaderValue::from_static(value));
+    }
+    r
+}
+
 fn header(req: &hyper::Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
     req.headers()
         .get(name)
@@ -191,6 +205,9 @@ async fn respond(
 
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
+    if let Some(page) = web::asset(&method, &path) {
+        return page_response(&page, method == "HEAD");
+    }
     let authorization = header(&req, hyper::header::AUTHORIZATION);
     let if_match = header(&req, hyper::header::IF_MATCH);
 

@@ -295,14 +295,6 @@ fn mount(
         allow_other,
         ..Default::default()
     };
-    let handle = match crate::fuse::mount(node.fs().clone(), &mountpoint, &opts) {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = node.shutdown();
-            return Err(format!("mount {}: {e}", mountpoint.display()));
-        }
-    };
-    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     let api_handle = match api {
         Some(addr) => {
             let mut cfg = crate::api::ApiConfig::new(&state_dir);
@@ -313,8 +305,6 @@ fn mount(
                     Some(h)
                 }
                 Err(e) => {
-                    let _ = handle.unmounter().unmount();
-                    let _ = handle.join();
                     let _ = node.shutdown();
                     return Err(format!("management API on {addr}: {e}"));
                 }
@@ -322,6 +312,17 @@ fn mount(
         }
         None => None,
     };
+    let handle = match crate::fuse::mount(node.fs().clone(), &mountpoint, &opts) {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(h) = api_handle {
+                h.shutdown();
+            }
+            let _ = node.shutdown();
+            return Err(format!("mount {}: {e}", mountpoint.display()));
+        }
+    };
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     let unmounter = handle.unmounter();
     std::thread::spawn(move || {
         if let Ok(sig) = stop.wait() {

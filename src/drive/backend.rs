@@ -24,6 +24,23 @@ pub trait DriveBackend: Send + Sync {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+
+    /// The identity of the open file (device, inode, link count), for telling that the image
+    /// was deleted or renamed under a running volume; `None` where there is no such thing.
+    fn identity(&self) -> Option<FileIdentity> {
+        None
+    }
+}
+
+/// Device and inode of an open image file, and its current link count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileIdentity {
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Links to the inode now (0 once the image was deleted).
+    pub nlink: u64,
 }
 
 /// A drive image file or block device, opened read-write.
@@ -66,6 +83,16 @@ impl DriveBackend for FileBackend {
         use std::io::{Seek, SeekFrom};
         // Works for regular files and block devices alike.
         (&self.file).seek(SeekFrom::End(0))
+    }
+
+    fn identity(&self) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.file.metadata().ok()?;
+        Some(FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            nlink: m.nlink(),
+        })
     }
 }
 
@@ -156,5 +183,9 @@ impl DriveBackend for FaultyBackend {
 
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
+    }
+
+    fn identity(&self) -> Option<FileIdentity> {
+        self.inner.identity()
     }
 }

@@ -10,7 +10,7 @@
 mod backend;
 pub mod header;
 
-pub use backend::{DriveBackend, FaultyBackend, FileBackend};
+pub use backend::{DriveBackend, FaultyBackend, FileBackend, FileIdentity};
 pub use header::{DriveHeader, HeaderError, KeyKind};
 
 use std::io;
@@ -357,6 +357,23 @@ impl Drive {
     /// The image path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the image this drive was opened from is still there under its path: false once
+    /// the file was deleted (no links left) or its path names another file (renamed or
+    /// replaced). Always true for backends that have no file identity.
+    pub fn image_present(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(id) = self.backend.identity() else {
+            return true;
+        };
+        if id.nlink == 0 {
+            return false;
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(m) => m.dev() == id.dev && m.ino() == id.ino,
+            Err(_) => false,
+        }
     }
 
     /// A copy of the header in force.

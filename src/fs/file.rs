@@ -219,7 +219,19 @@ impl Fs {
         };
         let new_segs = assign(&holes, &runs)?;
 
-        let res = self.write_segments(ino, offset, data, size, &segs, &new_segs);
+        // A write that starts past the block holding the old end of file leaves that block
+        // out: clear its tail here, so the gap reads as zeros.
+        let mut res = Ok(());
+        if offset > size && size % BS != 0 && offset / BS > size / BS {
+            res = self.zero_tail(ino, size, None);
+        }
+        let res = res.and_then(|()| self.write_segments(ino, offset, data, size, &segs, &new_segs));
+        // An overwrite inside the file changes no block map and no size: its new mtime waits
+        // in memory for the next sync instead of costing a transaction.
+        if res.is_ok() && new_segs.is_empty() && end <= size {
+            self.inner.touch(ino);
+            return Ok(data.len());
+        }
         let res = res.and_then(|()| {
             self.inner.write_tx(|t| {
                 let mut i = load(t, ino)?;
@@ -267,7 +279,11 @@ impl Fs {
         };
         let new_segs = assign(&holes, &runs)?;
         let zeros = vec![0u8; 256 * BLOCK_SIZE];
+        let old_size = self.getattr(ino)?.size;
         let res = (|| {
+            if end > old_size {
+                self.zero_tail(ino, old_size, None)?;
+            }
             for &(f, l, n) in &new_segs {
                 let mut done = 0;
                 while done < n {
@@ -350,6 +366,11 @@ impl Fs {
                     let at = ((n - 1) * BS) as usize;
                     self.read_block(ino, f + n - 1, l + n - 1, &mut buf[at..])?;
                 }
+                // Bytes past the old end of file read as zeros whatever the block holds (a
+                // crash may have left bytes of a lost write there).
+                if size < seg_end {
+                    buf[size.saturating_sub(seg_start) as usize..].fill(0);
+                }
             }
             let from = offset.max(seg_start);
             let to = end.min(seg_end);
@@ -372,6 +393,32 @@ impl Fs {
         )))
     }
 
+    /// Zeroes the bytes of the block holding byte `size` from there to the block's end, if
+    /// that block is mapped. Inside a transaction, `t` gives the map to use.
+    pub(crate) fn zero_tail(&self, ino: u64, size: u64, t: Option<&mut Tx>) -> Result<(), FsError> {
+        if size.is_multiple_of(BS) {
+            return Ok(());
+        }
+        let fb = size / BS;
+        let seg = match t {
+            Some(t) => mapped(&t.tx.open_table(EXTENTS)?, ino, fb, fb + 1)?,
+            None => {
+                let rx = self.inner.db.begin_read()?;
+                mapped(&rx.open_table(EXTENTS)?, ino, fb, fb + 1)?
+            }
+        };
+        if let Some(&(_, l, _)) = seg.first() {
+            let mut b = vec![0u8; BLOCK_SIZE];
+            self.read_block(ino, fb, l, &mut b)?;
+            b[(size % BS) as usize..].fill(0);
+            self.inner
+                .dev
+                .write_blocks(l, &b)
+                .map_err(dev_err(format!("zeroing tail of inode {ino} block {l}")))?;
+        }
+        Ok(())
+    }
+
     /// Shrinks the block map of `ino` to `size` bytes and zeroes the tail of its last block.
     pub(crate) fn truncate_down(
         &self,
@@ -382,19 +429,7 @@ impl Fs {
     ) -> Result<(), FsError> {
         let keep = size.div_ceil(BS);
         i.blocks = i.blocks.saturating_sub(punch_from(t, ino, keep)?);
-        if !size.is_multiple_of(BS) {
-            let fb = size / BS;
-            let seg = mapped(&t.tx.open_table(EXTENTS)?, ino, fb, fb + 1)?;
-            if let Some(&(_, l, _)) = seg.first() {
-                let mut b = vec![0u8; BLOCK_SIZE];
-                self.read_block(ino, fb, l, &mut b)?;
-                b[(size % BS) as usize..].fill(0);
-                self.inner
-                    .dev
-                    .write_blocks(l, &b)
-                    .map_err(dev_err(format!("zeroing tail of inode {ino} block {l}")))?;
-            }
-        }
+        self.zero_tail(ino, size, Some(t))?;
         Ok(())
     }
 

@@ -308,6 +308,9 @@ pub(crate) struct Inner {
     data_locks: Vec<RwLock<()>>,
     /// Open handles per inode, for unlink of open files.
     open_counts: Mutex<HashMap<u64, u32>>,
+    /// Modification times of overwrites that changed no block map or size: kept here instead
+    /// of a transaction per write, shown by `getattr` and written by the next sync.
+    dirty_mtime: Mutex<HashMap<u64, SystemTime>>,
     inode_count: AtomicU64,
 }
 
@@ -425,6 +428,7 @@ impl Fs {
             sync_lock: Mutex::new(()),
             data_locks: (0..LOCK_SHARDS).map(|_| RwLock::new(())).collect(),
             open_counts: Mutex::new(HashMap::new()),
+            dirty_mtime: Mutex::new(HashMap::new()),
             inode_count: AtomicU64::new(inode_count),
         });
         inner.reap_orphans()?;
@@ -499,6 +503,19 @@ impl Fs {
     /// The superblock this filesystem was opened with.
     pub fn superblock(&self) -> Superblock {
         self.inner.sb
+    }
+}
+
+impl Fs {
+    /// Stops the flusher and leaks the in-memory state without any final sync, as a power cut
+    /// would leave it. For crash tests only.
+    #[cfg(test)]
+    pub(crate) fn abandon(mut self) {
+        if let Some((stop, handle)) = self.flusher.take() {
+            let _ = stop.send(());
+            let _ = handle.join();
+        }
+        std::mem::forget(self);
     }
 }
 
@@ -599,21 +616,65 @@ impl Inner {
         }
     }
 
-    /// Device sync plus a durable commit; then frees the blocks that waited for it.
+    /// A durable commit (redb syncs the device first, so every data block written before is
+    /// durable with it); then frees the blocks that waited for it.
     pub(crate) fn sync_all(&self) -> Result<(), FsError> {
         let _g = self.sync_lock.lock();
         let next = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.dirty.store(false, Ordering::Release);
-        self.dev
-            .sync()
-            .map_err(dev_err("syncing the device".into()))?;
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate)?;
-        // A durable commit of no change still writes a new commit slot and syncs.
-        tx.commit()
-            .inspect_err(|_| self.dirty.store(true, Ordering::Release))?;
+        let times: Vec<(u64, SystemTime)> = self.dirty_mtime.lock().drain().collect();
+        let res = self.commit_durably(&times);
+        if res.is_err() {
+            self.dirty.store(true, Ordering::Release);
+            let mut d = self.dirty_mtime.lock();
+            for (ino, t) in times {
+                d.entry(ino).or_insert(t);
+            }
+        }
+        res?;
         self.alloc.lock().durable_up_to(next);
         Ok(())
+    }
+
+    fn commit_durably(&self, times: &[(u64, SystemTime)]) -> Result<(), FsError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut t = tx.open_table(INODES)?;
+            for &(ino, tm) in times {
+                let Ok(mut i) = get_inode(&t, ino) else {
+                    continue;
+                };
+                if tm > i.mtime {
+                    i.mtime = tm;
+                    i.ctime = i.ctime.max(tm);
+                    t.insert(ino, i.encode().as_slice())?;
+                }
+            }
+        }
+        // A durable commit of no change still writes a new commit slot and syncs.
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Shows a pending overwrite time in `a`.
+    pub(crate) fn overlay(&self, mut a: Attr) -> Attr {
+        if let Some(&t) = self.dirty_mtime.lock().get(&a.ino) {
+            a.mtime = a.mtime.max(t);
+            a.ctime = a.ctime.max(t);
+        }
+        a
+    }
+
+    /// Takes the pending overwrite time of `ino`, for a transaction that stores the inode.
+    pub(crate) fn take_dirty_mtime(&self, ino: u64) -> Option<SystemTime> {
+        self.dirty_mtime.lock().remove(&ino)
+    }
+
+    /// Records an overwrite that needs no transaction.
+    pub(crate) fn touch(&self, ino: u64) {
+        self.dirty_mtime.lock().insert(ino, now());
+        self.dirty.store(true, Ordering::Release);
     }
 
     fn data_lock(&self, ino: u64) -> &RwLock<()> {

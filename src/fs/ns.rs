@@ -128,7 +128,7 @@ impl Fs {
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         let rx = self.inner.db.begin_read()?;
         let i = get_inode(&rx.open_table(INODES)?, ino)?;
-        Ok(Attr::from_inode(ino, &i))
+        Ok(self.inner.overlay(Attr::from_inode(ino, &i)))
     }
 
     /// The entry `name` of directory `parent`.
@@ -153,7 +153,7 @@ impl Fs {
             )),
             e => e,
         })?;
-        Ok(Attr::from_inode(ino, &i))
+        Ok(self.inner.overlay(Attr::from_inode(ino, &i)))
     }
 
     /// Makes a new inode of any kind under `parent`. `mode` carries the kind bits
@@ -597,6 +597,9 @@ impl Fs {
         self.inner.write_tx(|t| {
             let mut i = load(t, ino)?;
             let tm = now();
+            if let Some(dirty) = self.inner.take_dirty_mtime(ino) {
+                i.mtime = i.mtime.max(dirty);
+            }
             if let Some(size) = s.size {
                 match i.kind {
                     FileKind::File => {}
@@ -605,6 +608,9 @@ impl Fs {
                 }
                 if size < i.size {
                     self.truncate_down(t, ino, &mut i, size)?;
+                } else if size > i.size {
+                    // The old last block's tail becomes file content: it must read as zeros.
+                    self.zero_tail(ino, i.size, Some(t))?;
                 }
                 i.size = size;
                 i.mtime = tm;
@@ -652,6 +658,14 @@ impl Fs {
                 }
                 None => return Ok(()),
             }
+        }
+        // Only an unlinked inode needs a transaction here; most releases end at this read.
+        let orphaned = {
+            let rx = self.inner.db.begin_read()?;
+            rx.open_table(ORPHANS)?.get(ino)?.is_some()
+        };
+        if !orphaned {
+            return Ok(());
         }
         let _g = self.inner.data_lock(ino).write();
         self.inner.write_tx(|t| {

@@ -36,7 +36,8 @@ pub struct MountOptions {
     pub threads: usize,
     /// Let users other than the mounting one in (`allow_other`).
     pub allow_other: bool,
-    /// How long the kernel may cache attributes and names.
+    /// How long the kernel may cache attributes and names. All changes go through the
+    /// kernel, so a long time is safe; one second by default.
     pub attr_ttl: Duration,
 }
 
@@ -73,9 +74,32 @@ impl std::fmt::Debug for Unmounter {
 }
 
 impl Unmounter {
+    /// Unmounts the filesystem; the session then ends. A busy mount is detached lazily: it
+    /// goes when the last file on it is closed. An error means neither worked.
+    pub fn unmount(&self) -> io::Result<()> {
+        let Err(e) = self.try_unmount() else {
+            return Ok(());
+        };
+        tracing::warn!(error = %e, "unmount failed, detaching lazily");
+        let mountpoint = self.0.lock().mountpoint.clone();
+        let out = Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&mountpoint)
+            .output()?;
+        if out.status.success() || !is_mounted(&mountpoint) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "unmount {}: {e}; fusermount3 -uz: {}",
+                mountpoint.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+
     /// Unmounts the filesystem; the session then ends. A busy mount gives an error and may be
     /// retried; unmounting an unmounted filesystem is harmless.
-    pub fn unmount(&self) -> io::Result<()> {
+    pub fn try_unmount(&self) -> io::Result<()> {
         let mut st = self.0.lock();
         if !st.tried {
             st.tried = true;
@@ -141,7 +165,7 @@ impl Drop for MountHandle {
     fn drop(&mut self) {
         if self.thread.is_some() {
             if let Err(e) = self.unmounter.unmount() {
-                tracing::warn!(error = %e, "unmount on drop failed");
+                tracing::error!(error = %e, "unmount on drop failed");
             }
             if let Err(e) = self.wait() {
                 tracing::warn!(error = %e, "FUSE session ended with an error");

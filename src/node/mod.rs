@@ -31,7 +31,7 @@ use crate::drive::{
 };
 use crate::fs::{Fs, FsError};
 use crate::keystore::{Journal, KeyStoreError, LocalStore, statedir};
-use crate::pool::{BlockDevice, Pool};
+use crate::pool::{BlockDevice, Pool, PoolOptions, SlotInit};
 
 /// Errors of the node. Each says what it was doing and names the drive, key or file involved.
 #[derive(Debug, thiserror::Error)]
@@ -523,22 +523,24 @@ impl Node {
             master,
             lock,
         } = Unlocked::open(dir)?;
-        let pool = Arc::new(Pool::new(drives, cfg.replicas).map_err(io_err("assemble pool"))?);
+        let slots = drives.into_iter().map(SlotInit::Present).collect();
+        let opts = PoolOptions {
+            state_dir: Some(dir.clone()),
+            watch_interval: Some(std::time::Duration::from_secs(1)),
+            after_unclean_stop: !cfg.clean,
+        };
+        let pool =
+            Arc::new(Pool::open(slots, cfg.replicas, opts).map_err(io_err("assemble pool"))?);
         let fs = Arc::new(Fs::open(pool.clone())?);
         if !cfg.clean {
+            // Writes cut by the crash may have reached some copies and not others, or a block
+            // and not its checksum: make every copy of every block in use agree again.
             let used = fs.used_blocks()?;
-            let mismatches = pool
-                .verify_copies(&used)
-                .map_err(io_err("compare copies"))?;
-            tracing::warn!(
-                blocks_in_use = used.iter().map(|r| r.1).sum::<u64>(),
-                differing = mismatches.len(),
-                "last run did not end cleanly; copies compared"
-            );
-            let mut lbns: Vec<u64> = mismatches.iter().map(|m| m.lbn).collect();
-            lbns.dedup();
-            pool.resync_from_primary(&lbns)
-                .map_err(io_err("resync copies"))?;
+            let report = pool.scrub(Some(&used)).map_err(io_err("scrub after unclean stop"))?;
+            tracing::warn!(checked = report.checked, repaired = report.repaired,
+                unrecoverable = report.unrecoverable,
+                "last run did not end cleanly; copies of every block in use compared");
+            pool.end_unclean_recovery();
         }
         cfg.clean = false;
         cfg.store(&dir)?;

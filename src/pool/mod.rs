@@ -1,17 +1,25 @@
-//! The volume's logical block space, replicated over the drives.
+//! The volume's logical block space, replicated over the drives: drive slot states, per-block
+//! checksums, degraded reads and writes, stale-block tracking, pull, reinsert, replace, the
+//! restriper and scrub. It knows nothing of files, and of keys beyond its unlocked drives.
 //!
 //! [`BlockDevice`] is what the filesystem sees: numbered 4 KiB logical blocks, plaintext in
 //! and out, and a `sync` that makes every completed write durable. [`MemDevice`] is an
 //! in-memory one for the filesystem's unit tests and for crash tests (it can drop unsynced
 //! writes).
 
+mod bitmap;
 pub mod layout;
 mod mem;
+mod stale;
+pub mod sums;
 mod volume;
 
 pub use layout::Layout;
 pub use mem::MemDevice;
-pub use volume::{CopyMismatch, Member, Pool};
+pub use volume::{
+    CopyMismatch, Member, Pool, PoolError, PoolOptions, RestriperState, RestriperStatus,
+    ScrubReport, SlotInit, SlotState, SlotStatus,
+};
 
 use std::io;
 

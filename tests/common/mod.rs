@@ -55,6 +55,11 @@ pub struct TestVolume {
 impl TestVolume {
     /// Formats `n` drives of `size` (e.g. "64M") with `replicas`.
     pub fn format(n: usize, size: &str, replicas: u32) -> TestVolume {
+        Self::format_with(n, size, replicas, &[])
+    }
+
+    /// As [`TestVolume::format`], with extra `atrest format` arguments.
+    pub fn format_with(n: usize, size: &str, replicas: u32, extra: &[&str]) -> TestVolume {
         let dir = tempfile::Builder::new()
             .prefix("atrest-test-")
             .tempdir()
@@ -74,6 +79,7 @@ impl TestVolume {
             "--replicas".into(),
             replicas.to_string(),
         ]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         let argv: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
         ok(&atrest(&argv));
         TestVolume { dir, drives }
@@ -183,6 +189,9 @@ impl Mount {
             .arg(state)
             .args(extra)
             .arg(mnt);
+        if !extra.contains(&"--api") {
+            cmd.arg("--no-api");
+        }
         cmd.env("RUST_LOG", "atrest=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null());

@@ -74,18 +74,26 @@ trap 'exit 130' INT TERM
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.4f}')" "$1" "$2"; }
 
-# mount_volume NAME PORT: mounts $work/NAME/state on $work/NAME/mnt with its API on PORT.
-mount_volume() {
+# try_mount NAME PORT: mounts $work/NAME/state on $work/NAME/mnt with its API on PORT; fails
+# (status 1, daemon gone) when it does not mount within 30 s.
+try_mount() {
   local v=$1 port=$2 i
   "$bin" mount --state-dir "$work/$v/state" --api "127.0.0.1:$port" "$work/$v/mnt" \
     >>"$results/rotate-$v.log" 2>&1 &
   pid_of[$v]=$!
   for i in $(seq 1 300); do
     mountpoint -q "$work/$v/mnt" && return 0
-    kill -0 "${pid_of[$v]}" 2>/dev/null || die "$v did not mount; see $results/rotate-$v.log"
+    kill -0 "${pid_of[$v]}" 2>/dev/null || { unset "pid_of[$v]"; return 1; }
     sleep 0.1
   done
-  die "$v did not mount within 30 s"
+  kill "${pid_of[$v]}" 2>/dev/null
+  wait "${pid_of[$v]}" 2>/dev/null
+  unset "pid_of[$v]"
+  return 1
+}
+
+mount_volume() {
+  try_mount "$1" "$2" || die "$1 did not mount; see $results/rotate-$1.log"
 }
 
 unmount_volume() {
@@ -132,11 +140,17 @@ for v in small big; do
     ln -s "$vdir" "$work/$v"
   fi
   mkdir -p "$work/$v/mnt"
+  if [ -n "$cached" ] && ! try_mount "$v" "$port"; then
+    # Made by an atrest of another on-disk format: fill it afresh.
+    log "$v: the volume kept in $cached does not mount with this build; filling it again"
+    rm -rf "${cached:?}"/*
+    mkdir -p "$work/$v/mnt"
+    cached=""
+  fi
   if [ -n "$cached" ]; then
     fill_s[$v]=$(cat "$cached/filled")
     export ROT_BIG_CACHED=$cached
     log "$v: reusing the volume filled earlier in $cached (fill took ${fill_s[$v]} s)"
-    mount_volume "$v" "$port"
   else
   log "$v: format one sparse drive of ${drive_mib} MiB in $work/$v"
   "$bin" format --state-dir "$work/$v/state" --drive "$work/$v/drive0.img" \

@@ -19,7 +19,8 @@
 #   BENCH_ROT_CACHE=/var/tmp/atrest-bench-rot   where the filled big volume is kept; "none"
 #                              makes and deletes it in every run. Delete the directory to
 #                              measure the fill again or to free the disk space.
-#   BENCH_ROT_ROUNDS=5         rotations of each kind per volume
+#   BENCH_ROT_ROUNDS=9         rotations of each kind per volume (each takes 10 to 150 ms,
+#                              mostly header syncs on a shared disk: the median needs several)
 #   BENCH_ROT_PORT=18443       first of two local ports for the volumes' APIs
 #   BENCH_ROT_KEEP=0           1: keep the images
 #
@@ -34,7 +35,7 @@ bin=$root/target/release/atrest
 ROT_DIR=${BENCH_ROT_DIR:-/var/tmp}
 SMALL=${BENCH_ROT_SMALL:-1G}
 BIG=${BENCH_ROT_BIG:-16G}
-ROUNDS=${BENCH_ROT_ROUNDS:-5}
+ROUNDS=${BENCH_ROT_ROUNDS:-9}
 CACHE=${BENCH_ROT_CACHE:-/var/tmp/atrest-bench-rot}
 PORT=${BENCH_ROT_PORT:-18443}
 

@@ -114,7 +114,54 @@ def main():
                         ratios.append("")
                 print(f"| {job} | {mode} | {t} | {units[job]} | {fmt(med[t])} | "
                       f"{fmt(min(vs))}-{fmt(max(vs))} | {len(vs)} | " + " | ".join(ratios) + " |")
+    meta_table(results, settings)
     return 0
+
+
+META_PHASES = [("create", "create"), ("stat", "stat"), ("list", "list (readdir)"),
+               ("delete", "delete")]
+META_NAME = re.compile(r"^meta-r(?P<round>\d+)\.meta$")
+
+
+def meta_table(results, settings):
+    """The metadata benchmark (bench/meta.py): seconds per phase, lower is better."""
+    times = {}  # (phase, target) -> [seconds...]
+    n = None
+    for target in sorted(os.listdir(results)):
+        tdir = os.path.join(results, target)
+        if not os.path.isdir(tdir):
+            continue
+        for name in sorted(os.listdir(tdir)):
+            if not META_NAME.match(name):
+                continue
+            try:
+                with open(os.path.join(tdir, name)) as f:
+                    data = json.load(f)
+                n = data["n"]
+                for phase, _ in META_PHASES:
+                    times.setdefault((phase, target), []).append(float(data[phase + "_s"]))
+            except (ValueError, KeyError, OSError) as e:
+                print(f"<!-- skipped {target}/{name}: {e} -->")
+    if not times:
+        return
+    targets = order({k[1] for k in times}, TARGET_ORDER)
+    print(f"\n## File metadata: {n:,} empty files in one directory\n")
+    print("Seconds per phase (lower is better); `atrest/gocryptfs` is the ratio of the medians of "
+          "times, so below 1 means atrest is faster.\n")
+    print("| phase | target | median s | min-max s | n | ops/s (median) | atrest/gocryptfs |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for phase, label in META_PHASES:
+        med = {t: statistics.median(times[(phase, t)]) for t in targets if (phase, t) in times}
+        for t in targets:
+            vs = times.get((phase, t))
+            if not vs:
+                continue
+            ratio = ""
+            if t in ATREST and med.get("gocryptfs", 0) > 0:
+                ratio = f"{med[t] / med['gocryptfs']:.2f}"
+            ops = n / med[t] if med[t] > 0 else 0  # entries per second for the listing
+            print(f"| {label} | {t} | {med[t]:.3f} | {min(vs):.3f}-{max(vs):.3f} | {len(vs)} | "
+                  f"{ops:,.0f} | {ratio} |")
 
 
 if __name__ == "__main__":

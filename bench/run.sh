@@ -7,16 +7,22 @@
 # Settings (environment):
 #   BENCH_QUICK=1        one round of 1 s runs on 32 MiB files (about 3 minutes)
 #   BENCH_ROUNDS=3       rounds; each round runs every job on every target, in alternation
-#   BENCH_RUNTIME=2      seconds per fio run
-#   BENCH_SIZE=128M      file size per fio job (the parallel job has four such files)
+#   BENCH_RUNTIME=1      seconds per fio run
+#   BENCH_SIZE=64M       file size per fio job (the parallel job has four such files)
 #   BENCH_TARGETS="raw passthrough gocryptfs atrest-null-r1 atrest-r1 atrest-r2"
 #   BENCH_JOBS="seqwrite seqread randread randwrite mixed parallel"
 #   BENCH_MODES="direct buffered"
 #   BENCH_DRIVE_SIZE=2G  size of each atrest drive image (sparse, on the tmpfs)
 #   BENCH_FUSE_THREADS=4 FUSE worker threads of atrest and of the passthrough filesystem
 #   BENCH_TMPFS_SIZE=10G size limit of the backing tmpfs
-#   BENCH_DEADLINE_MIN=19  no fio run starts after this many minutes; the table says so
+#   BENCH_DEADLINE_MIN=12  no fio run starts after this many minutes (time is left for the
+#                        metadata and rotation benchmarks); the table then says so
 #   BENCH_KEEP=1         keep the work directory (fio JSON is kept under bench/results anyway)
+#   BENCH_META_FILES=100000        files of the metadata benchmark (bench/meta.py); 0 skips it
+#   BENCH_META_TARGETS="atrest-r1 gocryptfs"   targets of the metadata benchmark
+#   BENCH_META_ROUNDS=3  rounds of the metadata benchmark (alternating the targets)
+#   BENCH_ROTATION=1     run bench/rotate.sh (rotation time, 1 GiB vs BENCH_ROT_BIG=16G of data
+#                        on sparse images in BENCH_ROT_DIR=/var/tmp); 0 skips it
 #
 # Exit status: 0 when every requested target ran, 2 when a target could not be set up (for
 # example an atrest binary without the `format`/`mount` commands), 1 on other errors.
@@ -26,18 +32,23 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-  : "${BENCH_ROUNDS:=1}" "${BENCH_RUNTIME:=1}" "${BENCH_SIZE:=32M}"
+  : "${BENCH_ROUNDS:=1}" "${BENCH_RUNTIME:=1}" "${BENCH_SIZE:=32M}" "${BENCH_META_FILES:=10000}"
+  : "${BENCH_META_ROUNDS:=1}" "${BENCH_ROT_BIG:=2G}" "${BENCH_ROT_ROUNDS:=3}"
+  export BENCH_ROT_BIG BENCH_ROT_ROUNDS
 fi
+META_FILES=${BENCH_META_FILES:-100000}
+META_TARGETS=${BENCH_META_TARGETS:-atrest-r1 gocryptfs}
+META_ROUNDS=${BENCH_META_ROUNDS:-3}
 ROUNDS=${BENCH_ROUNDS:-3}
-RUNTIME=${BENCH_RUNTIME:-2}
-SIZE=${BENCH_SIZE:-128M}
+RUNTIME=${BENCH_RUNTIME:-1}
+SIZE=${BENCH_SIZE:-64M}
 TARGETS=${BENCH_TARGETS:-raw passthrough gocryptfs atrest-null-r1 atrest-r1 atrest-r2}
 JOBS=${BENCH_JOBS:-seqwrite seqread randread randwrite mixed parallel}
 MODES=${BENCH_MODES:-direct buffered}
 DRIVE_SIZE=${BENCH_DRIVE_SIZE:-2G}
 FUSE_THREADS=${BENCH_FUSE_THREADS:-4}
 TMPFS_SIZE=${BENCH_TMPFS_SIZE:-10G}
-DEADLINE=$(( $(date +%s) + ${BENCH_DEADLINE_MIN:-19} * 60 ))
+DEADLINE=$(( $(date +%s) + ${BENCH_DEADLINE_MIN:-12} * 60 ))
 NULL_TARGET_DIR=$root/target/bench-null
 
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
@@ -241,7 +252,7 @@ for round in $(seq 1 "$ROUNDS"); do
       for k in $(seq 0 $((n - 1))); do
         t=${ready[$(( (k + round - 1) % n ))]}
         if [ "$(date +%s)" -ge "$DEADLINE" ]; then
-          stopped="deadline of ${BENCH_DEADLINE_MIN:-19} min reached in round $round"
+          stopped="deadline of ${BENCH_DEADLINE_MIN:-12} min reached in round $round"
           break 4
         fi
         out=$results/$t/$job-$mode-r$round.json
@@ -260,10 +271,42 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 [ -n "$stopped" ] && { log "$stopped"; echo "stopped=$stopped" >>"$results/settings.txt"; }
 
+# --- metadata: create, stat, list, delete BENCH_META_FILES empty files in one directory ---
+
+meta_ready=()
+for t in $META_TARGETS; do [ -n "${dir_of[$t]:-}" ] && meta_ready+=("$t"); done
+if [ "$META_FILES" -gt 0 ] && [ ${#meta_ready[@]} -gt 0 ]; then
+  echo "meta_files=$META_FILES" >>"$results/settings.txt"
+  log "metadata: $META_ROUNDS rounds of $META_FILES files on ${meta_ready[*]}"
+  for round in $(seq 1 "$META_ROUNDS"); do
+    nm=${#meta_ready[@]}
+    for k in $(seq 0 $((nm - 1))); do
+      t=${meta_ready[$(( (k + round - 1) % nm ))]}
+      mkdir -p "$results/$t"
+      if ! timeout 900 python3 "$root/bench/meta.py" "${dir_of[$t]}/meta-r$round" "$META_FILES" \
+          "$results/$t/meta-r$round.meta" >"$results/$t/meta-r$round.err" 2>&1; then
+        log "metadata benchmark failed on $t; see $results/$t/meta-r$round.err"
+      fi
+    done
+    log "metadata round $round done"
+  done
+fi
+
 python3 "$root/bench/report.py" "$results" | tee "$results/table.md"
+
+# --- rotation time: 1 GiB vs 16 GiB of data (its own volumes on a disk-backed directory) ---
+
+rot_status=0
+if [ "${BENCH_ROTATION:-1}" = 1 ] && wants atrest-r1; then
+  log "rotation benchmark (bench/rotate.sh)"
+  echo | tee -a "$results/table.md"
+  bash "$root/bench/rotate.sh" "$results" | tee -a "$results/table.md" || rot_status=${PIPESTATUS[0]}
+  [ "$rot_status" = 0 ] || log "rotation benchmark: exit status $rot_status"
+fi
 log "fio JSON and logs in $results"
 
 if [ ${#failed_targets[@]} -gt 0 ]; then
   log "targets that could not be set up: ${failed_targets[*]}"
   exit 2
 fi
+[ "$rot_status" = 0 ] || exit "$rot_status"

@@ -174,13 +174,17 @@ fn missing_and_truncated_images_are_refused() {
     );
     std::fs::rename(&moved, &v.drives[2]).unwrap();
 
+    // Truncating loses the tail of the image, so keep a copy to put back afterwards.
+    let saved = v.dir.path().join("saved.img");
+    std::fs::copy(&v.drives[1], &saved).unwrap();
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&v.drives[1])
         .unwrap();
     f.set_len(20 << 20).unwrap();
+    drop(f);
     refused(&v, &["d1.img", "truncated"]);
-    f.set_len(32 << 20).unwrap();
+    std::fs::copy(&saved, &v.drives[1]).unwrap();
     ok(&v.fsck());
 }
 

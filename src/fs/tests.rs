@@ -537,3 +537,47 @@ fn bench_create_stat_delete() {
         t.elapsed()
     );
 }
+
+#[test]
+fn security_xattrs_answered_from_memory_and_rebuilt_at_open() {
+    let (dev, fs) = new_fs(16 * MIB, 4 * MIB);
+    let (a, b) = (file(&fs, ROOT_INO, "a"), file(&fs, ROOT_INO, "b"));
+    assert!(matches!(
+        fs.getxattr(a, b"security.capability"),
+        Err(FsError::NoAttr)
+    ));
+    fs.setxattr(a, b"security.capability", b"cap", false, false)
+        .unwrap();
+    fs.setxattr(a, b"security.selinux", b"ctx", false, false)
+        .unwrap();
+    fs.setxattr(b, b"user.x", b"1", false, false).unwrap();
+    assert_eq!(fs.getxattr(a, b"security.capability").unwrap(), b"cap");
+    assert!(matches!(
+        fs.getxattr(b, b"security.capability"),
+        Err(FsError::NoAttr)
+    ));
+    // One security xattr left: still answered from the table.
+    fs.removexattr(a, b"security.capability").unwrap();
+    assert!(matches!(
+        fs.getxattr(a, b"security.capability"),
+        Err(FsError::NoAttr)
+    ));
+    assert_eq!(fs.getxattr(a, b"security.selinux").unwrap(), b"ctx");
+    fs.setxattr(b, b"security.capability", b"bcap", false, false)
+        .unwrap();
+    fs.sync_all().unwrap();
+    drop(fs);
+    // Reopened: the set is rebuilt from the xattrs table.
+    let fs = Fs::open(dev.clone()).unwrap();
+    assert_eq!(fs.getxattr(a, b"security.selinux").unwrap(), b"ctx");
+    assert_eq!(fs.getxattr(b, b"security.capability").unwrap(), b"bcap");
+    assert_eq!(fs.getxattr(b, b"user.x").unwrap(), b"1");
+    fs.removexattr(a, b"security.selinux").unwrap();
+    assert!(!fs.inner.may_have_security_xattr(a));
+    assert!(fs.inner.may_have_security_xattr(b));
+    assert!(matches!(
+        fs.getxattr(a, b"security.selinux"),
+        Err(FsError::NoAttr)
+    ));
+    clean(&fs);
+}

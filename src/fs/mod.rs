@@ -694,6 +694,14 @@ impl Inner {
         self.dirty_mtime.lock().remove(&ino)
     }
 
+    /// Puts back a pending overwrite time taken by a transaction that did not commit.
+    pub(crate) fn restore_dirty_mtime(&self, ino: u64, t: SystemTime) {
+        let mut d = self.dirty_mtime.lock();
+        let e = d.entry(ino).or_insert(t);
+        *e = (*e).max(t);
+        self.dirty.store(true, Ordering::Release);
+    }
+
     /// Records an overwrite that needs no transaction.
     pub(crate) fn touch(&self, ino: u64) {
         self.dirty_mtime.lock().insert(ino, now());

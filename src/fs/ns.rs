@@ -317,7 +317,7 @@ impl Fs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr, FsError> {
         check_name(newname)?;
         self.inner.check_meta_space()?;
-        self.inner.write_tx(|t| {
+        let a = self.inner.write_tx(|t| {
             let mut i = load(t, ino)?;
             if i.kind == FileKind::Dir {
                 return Err(FsError::NotPermitted);
@@ -343,7 +343,9 @@ impl Fs {
             i.ctime = tm;
             store(t, ino, &i)?;
             Ok(Attr::from_inode(ino, &i))
-        })
+        })?;
+        // The kernel caches what link returns: show a pending overwrite time.
+        Ok(self.inner.overlay(a))
     }
 
     /// Drops one link of `ino`; the inode goes when no link and no open handle is left.
@@ -608,10 +610,12 @@ impl Fs {
         {
             return Err(FsError::FileTooBig);
         }
-        self.inner.write_tx(|t| {
+        let mut taken = None;
+        let res = self.inner.write_tx(|t| {
             let mut i = load(t, ino)?;
             let tm = now();
-            if let Some(dirty) = self.inner.take_dirty_mtime(ino) {
+            taken = self.inner.take_dirty_mtime(ino);
+            if let Some(dirty) = taken {
                 i.mtime = i.mtime.max(dirty);
             }
             if let Some(size) = s.size {
@@ -647,7 +651,14 @@ impl Fs {
             i.ctime = s.ctime.unwrap_or(tm);
             store(t, ino, &i)?;
             Ok(Attr::from_inode(ino, &i))
-        })
+        });
+        // Not committed: the pending overwrite time goes back to wait for the next sync.
+        if res.is_err()
+            && let Some(dirty) = taken
+        {
+            self.inner.restore_dirty_mtime(ino, dirty);
+        }
+        res
     }
 
     /// Records an open handle of `ino`.

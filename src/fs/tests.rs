@@ -484,6 +484,37 @@ fn overwrite_times_survive_sync() {
     clean(&fs);
 }
 
+#[test]
+fn pending_overwrite_time_shown_kept_on_failure_and_fsynced() {
+    let (dev, fs) = new_fs(16 * MIB, 4 * MIB);
+    let ino = file(&fs, ROOT_INO, "p");
+    fs.write(ino, 0, &[1u8; 8192]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    fs.write(ino, 10, b"in place").unwrap();
+    let pending = fs.getattr(ino).unwrap().mtime;
+    // A link reports the pending time too.
+    assert_eq!(fs.link(ino, ROOT_INO, b"p2").unwrap().mtime, pending);
+    // A setattr that fails inside its transaction gives the taken time back.
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap().ino;
+    std::thread::sleep(Duration::from_millis(20));
+    fs.inner.touch(d);
+    let dir_pending = fs.getattr(d).unwrap().mtime;
+    let trunc = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    assert!(matches!(fs.setattr(d, &trunc), Err(FsError::IsDir)));
+    assert_eq!(fs.getattr(d).unwrap().mtime, dir_pending);
+    assert_eq!(fs.getattr(ino).unwrap().mtime, pending);
+    // fsync makes it durable: it survives a crash.
+    fs.fsync(ino, true).unwrap();
+    fs.abandon();
+    dev.crash();
+    let fs = Fs::open(dev.clone()).unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().mtime, pending);
+    clean(&fs);
+}
+
 /// Rough cost of metadata operations without FUSE (run with --ignored --nocapture).
 #[test]
 #[ignore]

@@ -311,3 +311,49 @@ fn ten_rotations_under_fio_load() {
     assert!(out.contains("clean"), "{out}");
     drop(vol);
 }
+
+#[test]
+fn cluster_commands_follow_a_drive_pull() {
+    let node = Node::start();
+    let port = node.port.to_string();
+    let slots = qq_ok(&node.qq(&["cluster_slots"]));
+    assert_eq!(slots.matches("\"healthy\"").count(), 3, "{slots}");
+    let prot = qq_ok(&node.qq(&["protection_status_get"]));
+    assert!(prot.contains("\"remaining_drive_failures\": 1"), "{prot}");
+
+    ok(&atrest(&[
+        "drive",
+        "pull",
+        "2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]));
+    let slots = qq_ok(&node.qq(&["cluster_slots"]));
+    assert!(slots.contains("\"missing\""), "{slots}");
+    let prot = qq_ok(&node.qq(&["protection_status_get"]));
+    assert!(prot.contains("\"remaining_drive_failures\": 0"), "{prot}");
+
+    ok(&atrest(&[
+        "drive",
+        "insert",
+        "2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = qq_ok(&node.qq(&["restriper_status"]));
+        if st.contains("NOT_RUNNING") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "restriper did not finish: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let slots = qq_ok(&node.qq(&["cluster_slots"]));
+    assert_eq!(slots.matches("\"healthy\"").count(), 3, "{slots}");
+    node.mount.unwrap_or_else(|| unreachable!()).unmount();
+}

@@ -240,7 +240,8 @@ fn dashboard_cluster_rotation_and_observer_in_chromium() {
         .expect("pull a drive through the API");
     b.wait_until("the missing-drive banner", Duration::from_secs(15), |b| {
         b.is_visible("#warning-banner")
-            && b.text_of("warning-banner").is_some_and(|t| t.contains("is missing"))
+            && b.text_of("warning-banner")
+                .is_some_and(|t| t.contains("is missing"))
     });
     root.send("POST", "/v1/atrest/drives/2/insert", Some(&json!({})))
         .expect("reinsert the drive through the API");

@@ -420,6 +420,10 @@ impl App {
                 self.require(&who, req, privs::ENCRYPTION_READ)?;
                 Ok(Response::ok(self.overview()))
             }
+            ("GET", ["v1", "cluster", "protection", "status"]) => {
+                self.require(&who, req, privs::ENCRYPTION_READ)?;
+                Ok(Response::ok(self.node.protection_status()))
+            }
             ("GET", ["v1", "cluster", "protection", "restriper", "status"]) => {
                 self.require(&who, req, privs::ENCRYPTION_READ)?;
                 Ok(Response::ok(self.node.restriper_status()))
@@ -669,6 +673,7 @@ impl App {
                 | ["v1", "cluster", "slots", _]
                 | ["v1", "atrest", "overview"]
                 | ["v1", "cluster", "protection", "restriper", "status"]
+                | ["v1", "cluster", "protection", "status"]
                 | ["v1", "atrest", "drives", _, "pull" | "insert" | "replace"]
         )
     }

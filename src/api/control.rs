@@ -272,6 +272,13 @@ pub trait NodeControl: Send + Sync + 'static {
             "elapsed_seconds": 0, "data_at_risk": false})
     }
 
+    /// The protection status, for `GET /v1/cluster/protection/status`.
+    fn protection_status(&self) -> serde_json::Value {
+        serde_json::json!({"protection_system_type": "PROTECTION_SYSTEM_TYPE_EC",
+            "blocks_per_stripe": 1, "data_blocks_per_stripe": 1, "max_drive_failures": 0,
+            "max_node_failures": 0, "remaining_drive_failures": 0, "remaining_node_failures": 0})
+    }
+
     /// Detaches the drive in `slot` (from 1) as if it were pulled.
     fn drive_pull(&self, slot: u32) -> Result<serde_json::Value, ControlError> {
         Err(ControlError::BadRequest(format!(

@@ -132,6 +132,27 @@ impl Node {
         })
     }
 
+    /// Protection in the shape of Qumulo's `/v1/cluster/protection/status`: each block has
+    /// `replicas` copies (a stripe of one data block and r-1 mirrors).
+    pub fn protection_json(&self) -> Value {
+        let r = self.config().replicas as u64;
+        let down = self
+            .pool
+            .slots()
+            .iter()
+            .filter(|s| s.state != SlotState::Healthy)
+            .count();
+        json!({
+            "protection_system_type": "PROTECTION_SYSTEM_TYPE_EC",
+            "blocks_per_stripe": r,
+            "data_blocks_per_stripe": 1,
+            "max_drive_failures": r - 1,
+            "max_node_failures": 0,
+            "remaining_drive_failures": (r - 1).saturating_sub(down as u64),
+            "remaining_node_failures": 0,
+        })
+    }
+
     /// Detaches the drive in `slot` (1-based) as if it were pulled.
     pub fn drive_pull(&self, slot: u32) -> Result<Value, ControlError> {
         let i = slot_index(self, slot)?;

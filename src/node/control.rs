@@ -142,6 +142,10 @@ impl NodeControl for NodeService {
         self.node.node_warnings()
     }
 
+    fn protection_status(&self) -> serde_json::Value {
+        self.node.protection_json()
+    }
+
     fn restriper_status(&self) -> serde_json::Value {
         self.node.restriper_json()
     }

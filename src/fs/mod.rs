@@ -22,7 +22,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -311,8 +311,15 @@ pub(crate) struct Inner {
     /// Modification times of overwrites that changed no block map or size: kept here instead
     /// of a transaction per write, shown by `getattr` and written by the next sync.
     dirty_mtime: Mutex<HashMap<u64, SystemTime>>,
+    /// Inodes that may have a `security.*` xattr (a superset: filled at open, grown by
+    /// `setxattr`, shrunk by `removexattr`), so that the kernel's `security.capability` query
+    /// before every write is answered without a read transaction.
+    security_xattrs: Mutex<HashSet<u64>>,
     inode_count: AtomicU64,
 }
+
+/// The name prefix of the xattrs the kernel queries on every write.
+pub(crate) const SECURITY_PREFIX: &[u8] = b"security.";
 
 /// A mounted-in-process filesystem over a [`BlockDevice`].
 pub struct Fs {
@@ -416,6 +423,7 @@ impl Fs {
         let db = redb_builder().create_with_backend(SharedBackend(backend.clone()))?;
         let usage_backend = backend.clone();
         let (used, inode_count) = Self::scan(&db, &sb)?;
+        let security_xattrs = Self::scan_security_xattrs(&db)?;
         let alloc = Allocator::new((sb.data_start, sb.data_blocks), &used);
         let inner = Arc::new(Inner {
             dev,
@@ -429,6 +437,7 @@ impl Fs {
             data_locks: (0..LOCK_SHARDS).map(|_| RwLock::new(())).collect(),
             open_counts: Mutex::new(HashMap::new()),
             dirty_mtime: Mutex::new(HashMap::new()),
+            security_xattrs: Mutex::new(security_xattrs),
             inode_count: AtomicU64::new(inode_count),
         });
         inner.reap_orphans()?;
@@ -442,6 +451,20 @@ impl Fs {
             inner,
             flusher: Some((stop_tx, handle)),
         })
+    }
+
+    /// The inodes having at least one `security.*` xattr.
+    fn scan_security_xattrs(db: &Database) -> Result<HashSet<u64>, FsError> {
+        let rx = db.begin_read()?;
+        let mut set = HashSet::new();
+        for row in rx.open_table(XATTRS)?.iter()? {
+            let (k, _) = row?;
+            let (ino, name) = k.value();
+            if name.starts_with(SECURITY_PREFIX) {
+                set.insert(ino);
+            }
+        }
+        Ok(set)
     }
 
     /// Reads every extent (sorted and checked) and counts the inodes.
@@ -671,10 +694,33 @@ impl Inner {
         self.dirty_mtime.lock().remove(&ino)
     }
 
+    /// Puts back a pending overwrite time taken by a transaction that did not commit.
+    pub(crate) fn restore_dirty_mtime(&self, ino: u64, t: SystemTime) {
+        let mut d = self.dirty_mtime.lock();
+        let e = d.entry(ino).or_insert(t);
+        *e = (*e).max(t);
+        self.dirty.store(true, Ordering::Release);
+    }
+
     /// Records an overwrite that needs no transaction.
     pub(crate) fn touch(&self, ino: u64) {
         self.dirty_mtime.lock().insert(ino, now());
         self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Whether `ino` may have a `security.*` xattr (false: it surely has none).
+    pub(crate) fn may_have_security_xattr(&self, ino: u64) -> bool {
+        self.security_xattrs.lock().contains(&ino)
+    }
+
+    /// Records that `ino` may have a `security.*` xattr.
+    pub(crate) fn note_security_xattr(&self, ino: u64) {
+        self.security_xattrs.lock().insert(ino);
+    }
+
+    /// Records that `ino` has no `security.*` xattr left.
+    pub(crate) fn forget_security_xattr(&self, ino: u64) {
+        self.security_xattrs.lock().remove(&ino);
     }
 
     fn data_lock(&self, ino: u64) -> &RwLock<()> {

@@ -8,8 +8,8 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::store::{FileKind, Inode, decode_seq, encode_seq};
 use super::{
     Attr, COUNTERS, DIRENTS, DIRSEQ, DirEntry, Fs, FsError, INODES, MAX_FILE_SIZE, NAME_MAX,
-    NEXT_INO, ORPHANS, ROOT_INO, RenameMode, SYMLINK_MAX, SetAttr, Tx, XATTR_VALUE_MAX, XATTRS,
-    get_inode, now,
+    NEXT_INO, ORPHANS, ROOT_INO, RenameMode, SECURITY_PREFIX, SYMLINK_MAX, SetAttr, Tx,
+    XATTR_VALUE_MAX, XATTRS, get_inode, now,
 };
 
 /// Deepest directory tree walked when checking a rename for loops.
@@ -85,6 +85,20 @@ fn dir_is_empty(t: &mut Tx, dir: u64) -> Result<bool, FsError> {
     let tab = t.tx.open_table(DIRSEQ)?;
     let mut r = tab.range((dir, 0)..=(dir, u64::MAX))?;
     Ok(r.next().is_none())
+}
+
+/// Whether `ino` has any `security.*` xattr in `x`.
+fn has_security_xattr(
+    x: &redb::Table<(u64, &'static [u8]), &'static [u8]>,
+    ino: u64,
+) -> Result<bool, FsError> {
+    match x.range((ino, SECURITY_PREFIX)..)?.next().transpose()? {
+        Some((k, _)) => {
+            let (owner, n) = k.value();
+            Ok(owner == ino && n.starts_with(SECURITY_PREFIX))
+        }
+        None => Ok(false),
+    }
 }
 
 /// Removes an inode and everything it owns; its blocks become pending-free.
@@ -303,7 +317,7 @@ impl Fs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr, FsError> {
         check_name(newname)?;
         self.inner.check_meta_space()?;
-        self.inner.write_tx(|t| {
+        let a = self.inner.write_tx(|t| {
             let mut i = load(t, ino)?;
             if i.kind == FileKind::Dir {
                 return Err(FsError::NotPermitted);
@@ -329,7 +343,9 @@ impl Fs {
             i.ctime = tm;
             store(t, ino, &i)?;
             Ok(Attr::from_inode(ino, &i))
-        })
+        })?;
+        // The kernel caches what link returns: show a pending overwrite time.
+        Ok(self.inner.overlay(a))
     }
 
     /// Drops one link of `ino`; the inode goes when no link and no open handle is left.
@@ -594,10 +610,12 @@ impl Fs {
         {
             return Err(FsError::FileTooBig);
         }
-        self.inner.write_tx(|t| {
+        let mut taken = None;
+        let res = self.inner.write_tx(|t| {
             let mut i = load(t, ino)?;
             let tm = now();
-            if let Some(dirty) = self.inner.take_dirty_mtime(ino) {
+            taken = self.inner.take_dirty_mtime(ino);
+            if let Some(dirty) = taken {
                 i.mtime = i.mtime.max(dirty);
             }
             if let Some(size) = s.size {
@@ -633,7 +651,14 @@ impl Fs {
             i.ctime = s.ctime.unwrap_or(tm);
             store(t, ino, &i)?;
             Ok(Attr::from_inode(ino, &i))
-        })
+        });
+        // Not committed: the pending overwrite time goes back to wait for the next sync.
+        if res.is_err()
+            && let Some(dirty) = taken
+        {
+            self.inner.restore_dirty_mtime(ino, dirty);
+        }
+        res
     }
 
     /// Records an open handle of `ino`.
@@ -720,13 +745,25 @@ impl Fs {
             }
             x.insert((ino, name), value)?;
             drop(x);
+            // Noted inside the transaction (write transactions run one at a time), so that
+            // a concurrent removal cannot forget it after this commit; a superset is safe.
+            if name.starts_with(SECURITY_PREFIX) {
+                self.inner.note_security_xattr(ino);
+            }
             i.ctime = now();
             store(t, ino, &i)
         })
     }
 
     /// The value of an extended attribute.
+    ///
+    /// A `security.*` name of an inode known to have none is answered from memory, without
+    /// checking that the inode exists: the kernel asks for `security.capability` before every
+    /// write.
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        if name.starts_with(SECURITY_PREFIX) && !self.inner.may_have_security_xattr(ino) {
+            return Err(FsError::NoAttr);
+        }
         let rx = self.inner.db.begin_read()?;
         get_inode(&rx.open_table(INODES)?, ino)?;
         match rx.open_table(XATTRS)?.get((ino, name))? {
@@ -755,14 +792,25 @@ impl Fs {
 
     /// Removes an extended attribute.
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<(), FsError> {
-        self.inner.write_tx(|t| {
+        let security = name.starts_with(SECURITY_PREFIX);
+        let res = self.inner.write_tx(|t| {
             let mut i = load(t, ino)?;
-            if t.tx.open_table(XATTRS)?.remove((ino, name))?.is_none() {
+            let mut x = t.tx.open_table(XATTRS)?;
+            if x.remove((ino, name))?.is_none() {
                 return Err(FsError::NoAttr);
             }
+            if security && !has_security_xattr(&x, ino)? {
+                self.inner.forget_security_xattr(ino);
+            }
+            drop(x);
             i.ctime = now();
             store(t, ino, &i)
-        })
+        });
+        // The transaction did not commit: the xattr may still be there.
+        if res.is_err() && security {
+            self.inner.note_security_xattr(ino);
+        }
+        res
     }
 
     /// Number of inodes.

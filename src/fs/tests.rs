@@ -484,6 +484,37 @@ fn overwrite_times_survive_sync() {
     clean(&fs);
 }
 
+#[test]
+fn pending_overwrite_time_shown_kept_on_failure_and_fsynced() {
+    let (dev, fs) = new_fs(16 * MIB, 4 * MIB);
+    let ino = file(&fs, ROOT_INO, "p");
+    fs.write(ino, 0, &[1u8; 8192]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    fs.write(ino, 10, b"in place").unwrap();
+    let pending = fs.getattr(ino).unwrap().mtime;
+    // A link reports the pending time too.
+    assert_eq!(fs.link(ino, ROOT_INO, b"p2").unwrap().mtime, pending);
+    // A setattr that fails inside its transaction gives the taken time back.
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap().ino;
+    std::thread::sleep(Duration::from_millis(20));
+    fs.inner.touch(d);
+    let dir_pending = fs.getattr(d).unwrap().mtime;
+    let trunc = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    assert!(matches!(fs.setattr(d, &trunc), Err(FsError::IsDir)));
+    assert_eq!(fs.getattr(d).unwrap().mtime, dir_pending);
+    assert_eq!(fs.getattr(ino).unwrap().mtime, pending);
+    // fsync makes it durable: it survives a crash.
+    fs.fsync(ino, true).unwrap();
+    fs.abandon();
+    dev.crash();
+    let fs = Fs::open(dev.clone()).unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().mtime, pending);
+    clean(&fs);
+}
+
 /// Rough cost of metadata operations without FUSE (run with --ignored --nocapture).
 #[test]
 #[ignore]
@@ -536,4 +567,48 @@ fn bench_create_stat_delete() {
         "512 MiB: write {w:?}, read {r:?}; 20k random 4k overwrites {:?}",
         t.elapsed()
     );
+}
+
+#[test]
+fn security_xattrs_answered_from_memory_and_rebuilt_at_open() {
+    let (dev, fs) = new_fs(16 * MIB, 4 * MIB);
+    let (a, b) = (file(&fs, ROOT_INO, "a"), file(&fs, ROOT_INO, "b"));
+    assert!(matches!(
+        fs.getxattr(a, b"security.capability"),
+        Err(FsError::NoAttr)
+    ));
+    fs.setxattr(a, b"security.capability", b"cap", false, false)
+        .unwrap();
+    fs.setxattr(a, b"security.selinux", b"ctx", false, false)
+        .unwrap();
+    fs.setxattr(b, b"user.x", b"1", false, false).unwrap();
+    assert_eq!(fs.getxattr(a, b"security.capability").unwrap(), b"cap");
+    assert!(matches!(
+        fs.getxattr(b, b"security.capability"),
+        Err(FsError::NoAttr)
+    ));
+    // One security xattr left: still answered from the table.
+    fs.removexattr(a, b"security.capability").unwrap();
+    assert!(matches!(
+        fs.getxattr(a, b"security.capability"),
+        Err(FsError::NoAttr)
+    ));
+    assert_eq!(fs.getxattr(a, b"security.selinux").unwrap(), b"ctx");
+    fs.setxattr(b, b"security.capability", b"bcap", false, false)
+        .unwrap();
+    fs.sync_all().unwrap();
+    drop(fs);
+    // Reopened: the set is rebuilt from the xattrs table.
+    let fs = Fs::open(dev.clone()).unwrap();
+    assert_eq!(fs.getxattr(a, b"security.selinux").unwrap(), b"ctx");
+    assert_eq!(fs.getxattr(b, b"security.capability").unwrap(), b"bcap");
+    assert_eq!(fs.getxattr(b, b"user.x").unwrap(), b"1");
+    fs.removexattr(a, b"security.selinux").unwrap();
+    assert!(!fs.inner.may_have_security_xattr(a));
+    assert!(fs.inner.may_have_security_xattr(b));
+    assert!(matches!(
+        fs.getxattr(a, b"security.selinux"),
+        Err(FsError::NoAttr)
+    ));
+    clean(&fs);
 }

@@ -831,32 +831,6 @@ impl Pool {
         }
         Ok(out)
     }
-
-    /// Rewrites every available copy of the given blocks (with its checksum) from the first
-    /// copy that passes its checksum (or, if none does, the first readable one), making the
-    /// copies agree again, then syncs.
-    pub fn resync_from_primary(&self, lbns: &[u64]) -> io::Result<()> {
-        let inner = &self.inner;
-        let mut buf = [0u8; BLOCK_SIZE];
-        for &lbn in lbns {
-            check_run(inner.layout.logical_blocks(), lbn, BLOCK_SIZE)?;
-            let _g = inner.stripe(lbn).write();
-            // A copy that passes its checksum wins; failing that, the first readable one.
-            let r = inner.layout.replicas;
-            let good =
-                (0..r).find(|&k| inner.read_copy_checked(lbn, k, &mut buf) == CopyRead::Good);
-            let from = good.or_else(|| {
-                (0..r).find(|&k| inner.read_copy_checked(lbn, k, &mut buf) == CopyRead::BadSum)
-            });
-            if from.is_none() {
-                continue;
-            }
-            for k in 0..inner.layout.replicas {
-                inner.write_copy_of(lbn, k, &buf);
-            }
-        }
-        self.sync()
-    }
 }
 
 impl Drop for Pool {

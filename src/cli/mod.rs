@@ -57,6 +57,11 @@ enum Command {
         /// Let users other than root use the mount.
         #[arg(long)]
         allow_other: bool,
+        /// Send every buffered write to the volume at once instead of gathering them in the
+        /// kernel's page cache: slower for small writes, but a full volume fails the
+        /// `write()` itself rather than the later `fsync`/`close`.
+        #[arg(long)]
+        no_writeback_cache: bool,
         /// Address of the HTTPS management API.
         #[arg(long, default_value = "127.0.0.1:8000")]
         api: std::net::SocketAddr,
@@ -224,6 +229,7 @@ fn run(cmd: Command) -> Result<(), String> {
             mountpoint,
             threads,
             allow_other,
+            no_writeback_cache,
             api,
             no_api,
             kms_retry_seconds,
@@ -231,8 +237,12 @@ fn run(cmd: Command) -> Result<(), String> {
         } => mount(
             state_dir,
             mountpoint,
-            threads,
-            allow_other,
+            crate::fuse::MountOptions {
+                threads,
+                allow_other,
+                writeback_cache: !no_writeback_cache,
+                ..Default::default()
+            },
             (!no_api).then_some(api),
             // kms branch: KMS start-up retry and health interval.
             &node::KmsOptions {
@@ -309,8 +319,7 @@ fn run(cmd: Command) -> Result<(), String> {
 fn mount(
     state_dir: PathBuf,
     mountpoint: PathBuf,
-    threads: usize,
-    allow_other: bool,
+    opts: crate::fuse::MountOptions,
     api: Option<std::net::SocketAddr>,
     kms: &node::KmsOptions,
 ) -> Result<(), String> {
@@ -333,9 +342,7 @@ fn mount(
     let node = Arc::new(Node::open_with(&state_dir, kms).map_err(|e| e.to_string())?);
     let opts = crate::fuse::MountOptions {
         fsname: format!("atrest:{}", node.config().volume_id),
-        threads,
-        allow_other,
-        ..Default::default()
+        ..opts
     };
     let api_handle = match api {
         Some(addr) => {

@@ -10,7 +10,9 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::ns::{load, store};
 use super::store::FileKind;
-use super::{EXTENTS, Fs, FsError, INODES, MAX_FILE_SIZE, Tx, dev_err, get_inode, now};
+use super::{
+    CAPS_XATTR, EXTENTS, Fs, FsError, INODES, MAX_FILE_SIZE, Tx, XATTRS, dev_err, get_inode, now,
+};
 use crate::BLOCK_SIZE;
 
 const BS: u64 = BLOCK_SIZE as u64;
@@ -179,7 +181,21 @@ impl Fs {
     }
 
     /// Writes `data` at `offset`, allocating blocks for holes. Returns the bytes written.
+    /// A write drops the file's `security.capability` xattr, as Linux does.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize, FsError> {
+        self.write_killing(ino, offset, data, false)
+    }
+
+    /// [`Fs::write`] that also drops the set-user-ID bit, and the set-group-ID bit of a
+    /// group-executable file, when `kill_suidgid` (the kernel asks for it when the writer
+    /// lacks `CAP_FSETID`).
+    pub fn write_killing(
+        &self,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+        kill_suidgid: bool,
+    ) -> Result<usize, FsError> {
         if data.is_empty() {
             return Ok(0);
         }
@@ -189,7 +205,7 @@ impl Fs {
             .ok_or(FsError::FileTooBig)?;
         let _g = self.inner.data_lock(ino).write();
         let (fb0, fb1) = (offset / BS, end.div_ceil(BS));
-        let (segs, hint, size) = {
+        let (segs, hint, size, drop_privs) = {
             let rx = self.inner.db.begin_read()?;
             let i = get_inode(&rx.open_table(INODES)?, ino)?;
             match i.kind {
@@ -197,6 +213,9 @@ impl Fs {
                 FileKind::Dir => return Err(FsError::IsDir),
                 _ => return Err(FsError::Invalid(format!("write to inode {ino}"))),
             }
+            let drop_privs = (kill_suidgid && i.killed_perm() != i.perm)
+                || (self.inner.may_have_security_xattr(ino)
+                    && rx.open_table(XATTRS)?.get((ino, CAPS_XATTR))?.is_some());
             let ext = rx.open_table(EXTENTS)?;
             let segs = mapped(&ext, ino, fb0, fb1)?;
             let hint = match ext.range((ino, 0)..(ino, fb0))?.next_back().transpose()? {
@@ -206,7 +225,7 @@ impl Fs {
                 }
                 None => None,
             };
-            (segs, hint, i.size)
+            (segs, hint, i.size, drop_privs)
         };
 
         // The holes of [fb0, fb1) get new blocks.
@@ -228,7 +247,7 @@ impl Fs {
         let res = res.and_then(|()| self.write_segments(ino, offset, data, size, &segs, &new_segs));
         // An overwrite inside the file changes no block map and no size: its new mtime waits
         // in memory for the next sync instead of costing a transaction.
-        if res.is_ok() && new_segs.is_empty() && end <= size {
+        if res.is_ok() && new_segs.is_empty() && end <= size && !drop_privs {
             self.inner.touch(ino);
             return Ok(data.len());
         }
@@ -243,6 +262,12 @@ impl Fs {
                 let tm = now();
                 i.mtime = tm;
                 i.ctime = tm;
+                if drop_privs {
+                    if kill_suidgid {
+                        i.perm = i.killed_perm();
+                    }
+                    t.tx.open_table(XATTRS)?.remove((ino, CAPS_XATTR))?;
+                }
                 store(t, ino, &i)
             })
         });

@@ -246,6 +246,10 @@ pub struct SetAttr {
     pub mtime: Option<SystemTime>,
     /// New change time.
     pub ctime: Option<SystemTime>,
+    /// Drop set-user-ID and, on a group-executable file, set-group-ID (ignored for
+    /// directories and when `mode` is given): the kernel leaves this to the filesystem on a
+    /// change of owner and on a truncate by a user without `CAP_FSETID`.
+    pub kill_suidgid: bool,
 }
 
 /// Figures of [`Fs::statfs`].
@@ -320,6 +324,8 @@ pub(crate) struct Inner {
 
 /// The name prefix of the xattrs the kernel queries on every write.
 pub(crate) const SECURITY_PREFIX: &[u8] = b"security.";
+/// File capabilities: dropped by every write, truncate and change of owner.
+pub(crate) const CAPS_XATTR: &[u8] = b"security.capability";
 
 /// A mounted-in-process filesystem over a [`BlockDevice`].
 pub struct Fs {

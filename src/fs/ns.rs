@@ -7,8 +7,8 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::store::{FileKind, Inode, decode_seq, encode_seq};
 use super::{
-    Attr, COUNTERS, DIRENTS, DIRSEQ, DirEntry, Fs, FsError, INODES, MAX_FILE_SIZE, NAME_MAX,
-    NEXT_INO, ORPHANS, ROOT_INO, RenameMode, SECURITY_PREFIX, SYMLINK_MAX, SetAttr, Tx,
+    Attr, CAPS_XATTR, COUNTERS, DIRENTS, DIRSEQ, DirEntry, Fs, FsError, INODES, MAX_FILE_SIZE,
+    NAME_MAX, NEXT_INO, ORPHANS, ROOT_INO, RenameMode, SECURITY_PREFIX, SYMLINK_MAX, SetAttr, Tx,
     XATTR_VALUE_MAX, XATTRS, get_inode, now,
 };
 
@@ -635,6 +635,15 @@ impl Fs {
             }
             if let Some(mode) = s.mode {
                 i.perm = (mode & 0o7777) as u16;
+            } else if s.kill_suidgid && i.kind != FileKind::Dir {
+                i.perm = i.killed_perm();
+            }
+            // A truncate or a change of owner drops file capabilities, as in Linux.
+            if (s.size.is_some() || s.uid.is_some() || s.gid.is_some())
+                && i.kind != FileKind::Dir
+                && self.inner.may_have_security_xattr(ino)
+            {
+                t.tx.open_table(XATTRS)?.remove((ino, CAPS_XATTR))?;
             }
             if let Some(uid) = s.uid {
                 i.uid = uid;

@@ -297,6 +297,17 @@ fn get_time(secs: i64, nanos: u32) -> SystemTime {
 }
 
 impl Inode {
+    /// The permission bits after dropping privileges as a write by an unprivileged user does:
+    /// set-user-ID goes, and set-group-ID too on a group-executable file (without group
+    /// execute it marks mandatory locking and stays).
+    pub(crate) fn killed_perm(&self) -> u16 {
+        let mut p = self.perm & !(libc::S_ISUID as u16);
+        if p & (libc::S_IXGRP as u16) != 0 {
+            p &= !(libc::S_ISGID as u16);
+        }
+        p
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(INODE_FIXED + self.target.len());
         out.push(INODE_VERSION);

@@ -62,6 +62,11 @@ enum Command {
         /// `write()` itself rather than the later `fsync`/`close`.
         #[arg(long)]
         no_writeback_cache: bool,
+        /// Have the kernel check permissions even when only root can use the mount (always
+        /// on with --allow-other); costs an attribute refresh of a directory per create and
+        /// unlink in it.
+        #[arg(long)]
+        default_permissions: bool,
         /// Address of the HTTPS management API.
         #[arg(long, default_value = "127.0.0.1:8000")]
         api: std::net::SocketAddr,
@@ -230,6 +235,7 @@ fn run(cmd: Command) -> Result<(), String> {
             threads,
             allow_other,
             no_writeback_cache,
+            default_permissions,
             api,
             no_api,
             kms_retry_seconds,
@@ -241,6 +247,7 @@ fn run(cmd: Command) -> Result<(), String> {
                 threads,
                 allow_other,
                 writeback_cache: !no_writeback_cache,
+                default_permissions,
                 ..Default::default()
             },
             (!no_api).then_some(api),

@@ -41,6 +41,7 @@ impl Fs {
     /// operation is in flight (blocks being written are allocated but not yet mapped).
     pub fn check(&self) -> Result<FsckReport, FsError> {
         let mut r = FsckReport::default();
+        self.inner.flush_batch()?;
         let rx = self.inner.db.begin_read()?;
         let sb = self.inner.sb;
 
@@ -312,6 +313,7 @@ impl Fs {
         if meta > 0 {
             runs.push((sb.meta_start, meta.min(sb.meta_blocks)));
         }
+        self.inner.flush_batch()?;
         let rx = self.inner.db.begin_read()?;
         let mut data: Vec<(u64, u64)> = Vec::new();
         for row in rx.open_table(EXTENTS)?.iter()? {

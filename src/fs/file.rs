@@ -6,7 +6,7 @@
 //! The invariant that bytes past the end of file in its last block are zero is kept by
 //! truncate, so extending a file never exposes old bytes.
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::ns::{load, store};
 use super::store::FileKind;
@@ -148,20 +148,24 @@ impl Fs {
     /// Reads up to `size` bytes at `offset`; short at end of file.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
         let _g = self.inner.data_lock(ino).read();
-        let rx = self.inner.db.begin_read()?;
-        let i = get_inode(&rx.open_table(INODES)?, ino)?;
-        match i.kind {
-            FileKind::File => {}
-            FileKind::Dir => return Err(FsError::IsDir),
-            _ => return Err(FsError::Invalid(format!("read of inode {ino}"))),
-        }
-        if offset >= i.size || size == 0 {
+        let found = self.inner.view(|t| {
+            let i = get_inode(&t.tx.open_table(INODES)?, ino)?;
+            match i.kind {
+                FileKind::File => {}
+                FileKind::Dir => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid(format!("read of inode {ino}"))),
+            }
+            if offset >= i.size || size == 0 {
+                return Ok(None);
+            }
+            let end = (offset + size as u64).min(i.size);
+            let (fb0, fb1) = (offset / BS, end.div_ceil(BS));
+            let segs = mapped(&t.tx.open_table(EXTENTS)?, ino, fb0, fb1)?;
+            Ok(Some((end, fb0, fb1, segs)))
+        })?;
+        let Some((end, fb0, fb1, segs)) = found else {
             return Ok(Vec::new());
-        }
-        let end = (offset + size as u64).min(i.size);
-        let (fb0, fb1) = (offset / BS, end.div_ceil(BS));
-        let segs = mapped(&rx.open_table(EXTENTS)?, ino, fb0, fb1)?;
-        drop(rx);
+        };
         let mut buf = vec![0u8; ((fb1 - fb0) * BS) as usize];
         for (f, l, n) in segs {
             let at = ((f - fb0) * BS) as usize;
@@ -205,9 +209,8 @@ impl Fs {
             .ok_or(FsError::FileTooBig)?;
         let _g = self.inner.data_lock(ino).write();
         let (fb0, fb1) = (offset / BS, end.div_ceil(BS));
-        let (segs, hint, size, drop_privs) = {
-            let rx = self.inner.db.begin_read()?;
-            let i = get_inode(&rx.open_table(INODES)?, ino)?;
+        let (segs, hint, size, drop_privs) = self.inner.view(|t| {
+            let i = get_inode(&t.tx.open_table(INODES)?, ino)?;
             match i.kind {
                 FileKind::File => {}
                 FileKind::Dir => return Err(FsError::IsDir),
@@ -215,8 +218,8 @@ impl Fs {
             }
             let drop_privs = (kill_suidgid && i.killed_perm() != i.perm)
                 || (self.inner.may_have_security_xattr(ino)
-                    && rx.open_table(XATTRS)?.get((ino, CAPS_XATTR))?.is_some());
-            let ext = rx.open_table(EXTENTS)?;
+                    && t.tx.open_table(XATTRS)?.get((ino, CAPS_XATTR))?.is_some());
+            let ext = t.tx.open_table(EXTENTS)?;
             let segs = mapped(&ext, ino, fb0, fb1)?;
             let hint = match ext.range((ino, 0)..(ino, fb0))?.next_back().transpose()? {
                 Some((k, v)) => {
@@ -225,8 +228,8 @@ impl Fs {
                 }
                 None => None,
             };
-            (segs, hint, i.size, drop_privs)
-        };
+            Ok((segs, hint, i.size, drop_privs))
+        })?;
 
         // The holes of [fb0, fb1) get new blocks.
         let holes = holes_of(&segs, fb0, fb1);
@@ -242,7 +245,7 @@ impl Fs {
         // out: clear its tail here, so the gap reads as zeros.
         let mut res = Ok(());
         if offset > size && size % BS != 0 && offset / BS > size / BS {
-            res = self.zero_tail(ino, size, None);
+            res = self.zero_tail(ino, size);
         }
         let res = res.and_then(|()| self.write_segments(ino, offset, data, size, &segs, &new_segs));
         // An overwrite inside the file changes no block map and no size: its new mtime waits
@@ -287,14 +290,13 @@ impl Fs {
             .ok_or(FsError::FileTooBig)?;
         let _g = self.inner.data_lock(ino).write();
         let (fb0, fb1) = (offset / BS, end.div_ceil(BS));
-        let segs = {
-            let rx = self.inner.db.begin_read()?;
-            let i = get_inode(&rx.open_table(INODES)?, ino)?;
+        let segs = self.inner.view(|t| {
+            let i = get_inode(&t.tx.open_table(INODES)?, ino)?;
             if i.kind != FileKind::File {
                 return Err(FsError::Invalid(format!("fallocate of inode {ino}")));
             }
-            mapped(&rx.open_table(EXTENTS)?, ino, fb0, fb1)?
-        };
+            mapped(&t.tx.open_table(EXTENTS)?, ino, fb0, fb1)
+        })?;
         let holes = holes_of(&segs, fb0, fb1);
         let need: u64 = holes.iter().map(|h| h.1).sum();
         let runs = if need > 0 {
@@ -307,7 +309,7 @@ impl Fs {
         let old_size = self.getattr(ino)?.size;
         let res = (|| {
             if end > old_size {
-                self.zero_tail(ino, old_size, None)?;
+                self.zero_tail(ino, old_size)?;
             }
             for &(f, l, n) in &new_segs {
                 let mut done = 0;
@@ -345,7 +347,7 @@ impl Fs {
         if let Some(r) = self.inner.alloc.lock().allocate(count, hint) {
             return Ok(r);
         }
-        if self.inner.alloc.lock().pending_blocks() == 0 {
+        if self.inner.alloc.lock().pending_blocks() == 0 && !self.inner.batch_frees_blocks() {
             return Err(FsError::NoSpace);
         }
         self.inner.sync_all()?;
@@ -419,19 +421,15 @@ impl Fs {
     }
 
     /// Zeroes the bytes of the block holding byte `size` from there to the block's end, if
-    /// that block is mapped. Inside a transaction, `t` gives the map to use.
-    pub(crate) fn zero_tail(&self, ino: u64, size: u64, t: Option<&mut Tx>) -> Result<(), FsError> {
+    /// that block is mapped. Device I/O: called outside the metadata transaction.
+    pub(crate) fn zero_tail(&self, ino: u64, size: u64) -> Result<(), FsError> {
         if size.is_multiple_of(BS) {
             return Ok(());
         }
         let fb = size / BS;
-        let seg = match t {
-            Some(t) => mapped(&t.tx.open_table(EXTENTS)?, ino, fb, fb + 1)?,
-            None => {
-                let rx = self.inner.db.begin_read()?;
-                mapped(&rx.open_table(EXTENTS)?, ino, fb, fb + 1)?
-            }
-        };
+        let seg = self
+            .inner
+            .view(|t| mapped(&t.tx.open_table(EXTENTS)?, ino, fb, fb + 1))?;
         if let Some(&(_, l, _)) = seg.first() {
             let mut b = vec![0u8; BLOCK_SIZE];
             self.read_block(ino, fb, l, &mut b)?;
@@ -444,7 +442,8 @@ impl Fs {
         Ok(())
     }
 
-    /// Shrinks the block map of `ino` to `size` bytes and zeroes the tail of its last block.
+    /// Shrinks the block map of `ino` to `size` bytes (the caller zeroed the tail of the new
+    /// last block before, with [`Fs::zero_tail`]).
     pub(crate) fn truncate_down(
         &self,
         t: &mut Tx,
@@ -454,7 +453,6 @@ impl Fs {
     ) -> Result<(), FsError> {
         let keep = size.div_ceil(BS);
         i.blocks = i.blocks.saturating_sub(punch_from(t, ino, keep)?);
-        self.zero_tail(ino, size, Some(t))?;
         Ok(())
     }
 

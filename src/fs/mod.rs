@@ -116,6 +116,9 @@ pub enum FsError {
     /// The metadata store failed.
     #[error("metadata store: {0}")]
     Store(String),
+    /// The metadata store could not grow (its region is full).
+    #[error("no space left in the metadata region")]
+    StoreFull,
 }
 
 impl FsError {
@@ -127,7 +130,7 @@ impl FsError {
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::NotDir => libc::ENOTDIR,
             FsError::IsDir => libc::EISDIR,
-            FsError::NoSpace => libc::ENOSPC,
+            FsError::NoSpace | FsError::StoreFull => libc::ENOSPC,
             FsError::NameTooLong => libc::ENAMETOOLONG,
             FsError::Invalid(_) => libc::EINVAL,
             FsError::NoAttr => libc::ENODATA,
@@ -146,7 +149,7 @@ impl FsError {
 
 fn from_redb(e: redb::Error) -> FsError {
     match e {
-        redb::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => FsError::NoSpace,
+        redb::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => FsError::StoreFull,
         other => {
             tracing::error!(error = %other, "metadata store error");
             FsError::Store(other.to_string())
@@ -308,6 +311,10 @@ pub(crate) struct Inner {
     dirty: AtomicBool,
     /// Serializes durable commits.
     sync_lock: Mutex<()>,
+    /// The open metadata transaction that every operation runs in ([`Inner::write_tx`]).
+    batch: Mutex<Option<Tx>>,
+    /// The store failed inside an operation: all further work is refused.
+    poisoned: AtomicBool,
     /// Per-inode data locks (striped): reads share, writes and truncates exclude.
     data_locks: Vec<RwLock<()>>,
     /// Open handles per inode, for unlink of open files.
@@ -440,6 +447,8 @@ impl Fs {
             epoch: AtomicU64::new(1),
             dirty: AtomicBool::new(false),
             sync_lock: Mutex::new(()),
+            batch: Mutex::new(None),
+            poisoned: AtomicBool::new(false),
             data_locks: (0..LOCK_SHARDS).map(|_| RwLock::new(())).collect(),
             open_counts: Mutex::new(HashMap::new()),
             dirty_mtime: Mutex::new(HashMap::new()),
@@ -597,92 +606,199 @@ fn flusher(inner: std::sync::Weak<Inner>, stop: Receiver<()>) {
     }
 }
 
-/// A metadata write transaction and the blocks it frees.
+/// Operations a batch takes before it is committed (without durability) and a new one
+/// begins: bounds the memory of one transaction and the work of its commit.
+const BATCH_OPS: u32 = 1024;
+
+/// The open metadata transaction: every operation's changes, not yet committed, and the
+/// blocks they free.
 pub(crate) struct Tx {
     pub tx: WriteTransaction,
-    /// Runs freed by this transaction; pending until durable once it commits.
+    /// Runs freed by the operations in this transaction; pending until durable once it
+    /// commits.
     pub freed: Vec<(u64, u64)>,
-    /// Change in the inode count.
+    /// Change in the inode count by the operation running now.
     pub inode_delta: i64,
+    /// Operations that changed something in this transaction.
+    ops: u32,
+}
+
+impl FsError {
+    /// Whether an operation that failed with this error may have changed the transaction
+    /// already. Operations check everything a caller can get wrong before they change
+    /// anything, so only the store's own failures (and the device's under it) remain.
+    fn may_leave_partial_change(&self) -> bool {
+        matches!(
+            self,
+            FsError::Io { .. } | FsError::Corrupt(_) | FsError::Store(_) | FsError::StoreFull
+        )
+    }
 }
 
 impl Inner {
-    /// Runs `f` in a non-durable write transaction: commits on `Ok`, aborts on `Err`.
+    /// Runs one operation in the open metadata transaction (beginning one if none is open).
+    ///
+    /// Operations share one redb write transaction, which is committed after
+    /// [`BATCH_OPS`] operations and by every [`Inner::sync_all`] (durably): committing each
+    /// operation on its own cost more than the operation itself. Nothing is lost by it:
+    /// a commit without durability survived only in memory before as well. Reads go through
+    /// the same transaction ([`Inner::view`]), so every operation sees every earlier one.
+    ///
+    /// On `Err` the operation changed nothing, except when the store or the device failed
+    /// under it: the open transaction then holds half an operation and is dropped with the
+    /// operations before it, and the filesystem refuses all further work ([`FsError::Store`])
+    /// until it is mounted again, which recovers the last durable state.
     pub(crate) fn write_tx<T>(
         &self,
         f: impl FnOnce(&mut Tx) -> Result<T, FsError>,
     ) -> Result<T, FsError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::None)?;
-        let mut t = Tx {
-            tx,
-            freed: Vec::new(),
-            inode_delta: 0,
-        };
-        match f(&mut t) {
+        let mut g = self.batch.lock();
+        let t = self.open_batch(&mut g)?;
+        t.inode_delta = 0;
+        match f(t) {
             Ok(v) => {
-                let Tx {
-                    tx,
-                    freed,
-                    inode_delta,
-                } = t;
-                tx.commit()?;
-                self.dirty.store(true, Ordering::Release);
-                if inode_delta != 0 {
-                    self.inode_count
-                        .fetch_add(inode_delta as u64, Ordering::Relaxed);
+                t.ops += 1;
+                let delta = std::mem::take(&mut t.inode_delta);
+                if delta != 0 {
+                    self.inode_count.fetch_add(delta as u64, Ordering::Relaxed);
                 }
-                if !freed.is_empty() {
-                    let epoch = self.epoch.load(Ordering::Acquire);
-                    self.alloc.lock().release_pending(&freed, epoch);
+                self.dirty.store(true, Ordering::Release);
+                if t.ops >= BATCH_OPS {
+                    self.commit_batch(&mut g)?;
                 }
                 Ok(v)
             }
             Err(e) => {
-                let _ = t.tx.abort();
+                if e.may_leave_partial_change() {
+                    self.poison(&mut g, &e);
+                }
                 Err(e)
             }
         }
     }
 
-    /// A durable commit (redb syncs the device first, so every data block written before is
-    /// durable with it); then frees the blocks that waited for it.
-    pub(crate) fn sync_all(&self) -> Result<(), FsError> {
-        let _g = self.sync_lock.lock();
-        let next = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-        self.dirty.store(false, Ordering::Release);
-        let times: Vec<(u64, SystemTime)> = self.dirty_mtime.lock().drain().collect();
-        let res = self.commit_durably(&times);
-        if res.is_err() {
-            self.dirty.store(true, Ordering::Release);
-            let mut d = self.dirty_mtime.lock();
-            for (ino, t) in times {
-                d.entry(ino).or_insert(t);
-            }
+    /// Runs a read-only `f` against the open metadata transaction (beginning one if none is
+    /// open), so that it sees every operation so far.
+    pub(crate) fn view<T>(
+        &self,
+        f: impl FnOnce(&mut Tx) -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
+        let mut g = self.batch.lock();
+        let t = self.open_batch(&mut g)?;
+        f(t)
+    }
+
+    fn open_batch<'a>(&self, g: &'a mut Option<Tx>) -> Result<&'a mut Tx, FsError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(FsError::Store(
+                "the metadata store failed earlier; unmount and mount again to recover the \
+                 last durable state"
+                    .into(),
+            ));
         }
-        res?;
-        self.alloc.lock().durable_up_to(next);
+        if g.is_none() {
+            let mut tx = self.db.begin_write()?;
+            tx.set_durability(Durability::None)?;
+            *g = Some(Tx {
+                tx,
+                freed: Vec::new(),
+                inode_delta: 0,
+                ops: 0,
+            });
+        }
+        Ok(g.as_mut().expect("opened above"))
+    }
+
+    /// Commits the open transaction without durability (its frees become pending).
+    fn commit_batch(&self, g: &mut Option<Tx>) -> Result<(), FsError> {
+        let Some(t) = g.take() else { return Ok(()) };
+        let Tx { tx, freed, .. } = t;
+        if let Err(e) = tx.commit() {
+            let e = FsError::from(e);
+            self.poison(g, &e);
+            return Err(e);
+        }
+        if !freed.is_empty() {
+            let epoch = self.epoch.load(Ordering::Acquire);
+            self.alloc.lock().release_pending(&freed, epoch);
+        }
         Ok(())
     }
 
-    fn commit_durably(&self, times: &[(u64, SystemTime)]) -> Result<(), FsError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate)?;
-        {
-            let mut t = tx.open_table(INODES)?;
-            for &(ino, tm) in times {
-                let Ok(mut i) = get_inode(&t, ino) else {
-                    continue;
-                };
-                if tm > i.mtime {
-                    i.mtime = tm;
-                    i.ctime = i.ctime.max(tm);
-                    t.insert(ino, i.encode().as_slice())?;
+    /// Whether the open transaction frees blocks (they become allocatable after a sync).
+    pub(crate) fn batch_frees_blocks(&self) -> bool {
+        self.batch
+            .lock()
+            .as_ref()
+            .is_some_and(|t| !t.freed.is_empty())
+    }
+
+    /// Commits what is open, so that a new read transaction sees it (for the checker).
+    pub(crate) fn flush_batch(&self) -> Result<(), FsError> {
+        self.commit_batch(&mut self.batch.lock())
+    }
+
+    /// Drops the open transaction after a failure inside an operation and refuses all
+    /// further work.
+    fn poison(&self, g: &mut Option<Tx>, e: &FsError) {
+        tracing::error!(error = %e, "metadata store failed inside an operation: the changes \
+            since the last commit are dropped and the filesystem refuses further work until \
+            it is mounted again");
+        self.poisoned.store(true, Ordering::Release);
+        if let Some(t) = g.take() {
+            let _ = t.tx.abort();
+        }
+    }
+
+    /// A durable commit of the open transaction (redb syncs the device first, so every data
+    /// block written before is durable with it); then frees the blocks that waited for it.
+    pub(crate) fn sync_all(&self) -> Result<(), FsError> {
+        let _s = self.sync_lock.lock();
+        let mut g = self.batch.lock();
+        self.open_batch(&mut g)?;
+        let next = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.dirty.store(false, Ordering::Release);
+        let times: Vec<(u64, SystemTime)> = self.dirty_mtime.lock().drain().collect();
+        let res = Self::apply_times(g.as_mut().expect("opened above"), &times);
+        let res = res.and_then(|()| {
+            let Tx { mut tx, freed, .. } = g.take().expect("opened above");
+            tx.set_durability(Durability::Immediate)?;
+            // A durable commit of no change still writes a new commit slot and syncs.
+            tx.commit()?;
+            Ok(freed)
+        });
+        match res {
+            Ok(freed) => {
+                let mut a = self.alloc.lock();
+                a.release_pending(&freed, next - 1);
+                a.durable_up_to(next);
+                Ok(())
+            }
+            Err(e) => {
+                self.dirty.store(true, Ordering::Release);
+                let mut d = self.dirty_mtime.lock();
+                for (ino, t) in times {
+                    d.entry(ino).or_insert(t);
                 }
+                drop(d);
+                self.poison(&mut g, &e);
+                Err(e)
             }
         }
-        // A durable commit of no change still writes a new commit slot and syncs.
-        tx.commit()?;
+    }
+
+    fn apply_times(t: &mut Tx, times: &[(u64, SystemTime)]) -> Result<(), FsError> {
+        let mut tab = t.tx.open_table(INODES)?;
+        for &(ino, tm) in times {
+            let Ok(mut i) = get_inode(&tab, ino) else {
+                continue;
+            };
+            if tm > i.mtime {
+                i.mtime = tm;
+                i.ctime = i.ctime.max(tm);
+                tab.insert(ino, i.encode().as_slice())?;
+            }
+        }
         Ok(())
     }
 

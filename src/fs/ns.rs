@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::store::{FileKind, Inode, decode_seq, encode_seq};
 use super::{
@@ -140,8 +140,7 @@ fn is_ancestor(t: &mut Tx, ancestor: u64, mut dir: u64) -> Result<bool, FsError>
 impl Fs {
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
-        let rx = self.inner.db.begin_read()?;
-        let i = get_inode(&rx.open_table(INODES)?, ino)?;
+        let i = self.inner.view(|t| load(t, ino))?;
         Ok(self.inner.overlay(Attr::from_inode(ino, &i)))
     }
 
@@ -150,22 +149,24 @@ impl Fs {
         if name.len() > NAME_MAX {
             return Err(FsError::NameTooLong);
         }
-        let rx = self.inner.db.begin_read()?;
-        let inodes = rx.open_table(INODES)?;
-        let p = get_inode(&inodes, parent)?;
-        if p.kind != FileKind::Dir {
-            return Err(FsError::NotDir);
-        }
-        let ino = match rx.open_table(DIRENTS)?.get((parent, name))? {
-            Some(v) => v.value().0,
-            None => return Err(FsError::NotFound),
-        };
-        let i = get_inode(&inodes, ino).map_err(|e| match e {
-            FsError::NotFound => FsError::Corrupt(format!(
-                "entry {:?} of directory {parent} names missing inode {ino}",
-                String::from_utf8_lossy(name)
-            )),
-            e => e,
+        let (ino, i) = self.inner.view(|t| {
+            let inodes = t.tx.open_table(INODES)?;
+            let p = get_inode(&inodes, parent)?;
+            if p.kind != FileKind::Dir {
+                return Err(FsError::NotDir);
+            }
+            let ino = match t.tx.open_table(DIRENTS)?.get((parent, name))? {
+                Some(v) => v.value().0,
+                None => return Err(FsError::NotFound),
+            };
+            let i = get_inode(&inodes, ino).map_err(|e| match e {
+                FsError::NotFound => FsError::Corrupt(format!(
+                    "entry {:?} of directory {parent} names missing inode {ino}",
+                    String::from_utf8_lossy(name)
+                )),
+                e => e,
+            })?;
+            Ok((ino, i))
         })?;
         Ok(self.inner.overlay(Attr::from_inode(ino, &i)))
     }
@@ -547,8 +548,7 @@ impl Fs {
 
     /// The target of a symlink.
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
-        let rx = self.inner.db.begin_read()?;
-        let i = get_inode(&rx.open_table(INODES)?, ino)?;
+        let i = self.inner.view(|t| load(t, ino))?;
         if i.kind != FileKind::Symlink {
             return Err(FsError::Invalid(format!("inode {ino} is not a symlink")));
         }
@@ -563,43 +563,44 @@ impl Fs {
         offset: u64,
         mut add: impl FnMut(DirEntry) -> bool,
     ) -> Result<(), FsError> {
-        let rx = self.inner.db.begin_read()?;
-        let i = get_inode(&rx.open_table(INODES)?, ino)?;
-        if i.kind != FileKind::Dir {
-            return Err(FsError::NotDir);
-        }
-        let dot = |name: &[u8], ino, off| DirEntry {
-            ino,
-            next_offset: off,
-            kind: FileKind::Dir,
-            name: name.to_vec(),
-        };
-        if offset < 1 && add(dot(b".", ino, 1)) {
-            return Ok(());
-        }
-        if offset < 2 && add(dot(b"..", i.parent, 2)) {
-            return Ok(());
-        }
-        let from = offset.saturating_sub(2);
-        let seq = rx.open_table(DIRSEQ)?;
-        for row in seq.range((ino, from)..=(ino, u64::MAX))? {
-            let (k, v) = row?;
-            let cookie = k.value().1;
-            let v = v.value();
-            let (child, kind, name) = decode_seq(v).ok_or_else(|| {
-                FsError::Corrupt(format!("directory {ino} cookie {cookie}: malformed entry"))
-            })?;
-            let e = DirEntry {
-                ino: child,
-                next_offset: cookie + 3,
-                kind,
+        self.inner.view(|t| {
+            let i = load(t, ino)?;
+            if i.kind != FileKind::Dir {
+                return Err(FsError::NotDir);
+            }
+            let dot = |name: &[u8], ino, off| DirEntry {
+                ino,
+                next_offset: off,
+                kind: FileKind::Dir,
                 name: name.to_vec(),
             };
-            if add(e) {
-                break;
+            if offset < 1 && add(dot(b".", ino, 1)) {
+                return Ok(());
             }
-        }
-        Ok(())
+            if offset < 2 && add(dot(b"..", i.parent, 2)) {
+                return Ok(());
+            }
+            let from = offset.saturating_sub(2);
+            let seq = t.tx.open_table(DIRSEQ)?;
+            for row in seq.range((ino, from)..=(ino, u64::MAX))? {
+                let (k, v) = row?;
+                let cookie = k.value().1;
+                let v = v.value();
+                let (child, kind, name) = decode_seq(v).ok_or_else(|| {
+                    FsError::Corrupt(format!("directory {ino} cookie {cookie}: malformed entry"))
+                })?;
+                let e = DirEntry {
+                    ino: child,
+                    next_offset: cookie + 3,
+                    kind,
+                    name: name.to_vec(),
+                };
+                if add(e) {
+                    break;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Changes attributes; a size change truncates or extends a regular file.
@@ -609,6 +610,18 @@ impl Fs {
             && size > MAX_FILE_SIZE
         {
             return Err(FsError::FileTooBig);
+        }
+        // A size change is checked, and the tail of the block that becomes the last (or
+        // whose tail becomes file content) zeroed, before the transaction: device I/O inside
+        // it could fail halfway through an operation.
+        if let Some(size) = s.size {
+            let i = self.inner.view(|t| load(t, ino))?;
+            match i.kind {
+                FileKind::File => {}
+                FileKind::Dir => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid(format!("truncate of inode {ino}"))),
+            }
+            self.zero_tail(ino, size.min(i.size))?;
         }
         let mut taken = None;
         let res = self.inner.write_tx(|t| {
@@ -626,9 +639,6 @@ impl Fs {
                 }
                 if size < i.size {
                     self.truncate_down(t, ino, &mut i, size)?;
-                } else if size > i.size {
-                    // The old last block's tail becomes file content: it must read as zeros.
-                    self.zero_tail(ino, i.size, Some(t))?;
                 }
                 i.size = size;
                 i.mtime = tm;
@@ -672,10 +682,14 @@ impl Fs {
 
     /// Records an open handle of `ino`.
     pub fn open_handle(&self, ino: u64) -> Result<Attr, FsError> {
-        let mut oc = self.inner.open_counts.lock();
-        let a = self.getattr(ino)?;
-        *oc.entry(ino).or_insert(0) += 1;
-        Ok(a)
+        // Counted inside the transaction lock, so that an unlink cannot come between the
+        // inode's load and the count (the lock order is transaction, then open counts).
+        let i = self.inner.view(|t| {
+            let i = load(t, ino)?;
+            *self.inner.open_counts.lock().entry(ino).or_insert(0) += 1;
+            Ok(i)
+        })?;
+        Ok(self.inner.overlay(Attr::from_inode(ino, &i)))
     }
 
     /// Drops an open handle of `ino`; an unlinked inode goes with its last handle.
@@ -694,10 +708,9 @@ impl Fs {
             }
         }
         // Only an unlinked inode needs a transaction here; most releases end at this read.
-        let orphaned = {
-            let rx = self.inner.db.begin_read()?;
-            rx.open_table(ORPHANS)?.get(ino)?.is_some()
-        };
+        let orphaned = self
+            .inner
+            .view(|t| Ok(t.tx.open_table(ORPHANS)?.get(ino)?.is_some()))?;
         if !orphaned {
             return Ok(());
         }
@@ -773,30 +786,32 @@ impl Fs {
         if name.starts_with(SECURITY_PREFIX) && !self.inner.may_have_security_xattr(ino) {
             return Err(FsError::NoAttr);
         }
-        let rx = self.inner.db.begin_read()?;
-        get_inode(&rx.open_table(INODES)?, ino)?;
-        match rx.open_table(XATTRS)?.get((ino, name))? {
-            Some(v) => Ok(v.value().to_vec()),
-            None => Err(FsError::NoAttr),
-        }
+        self.inner.view(|t| {
+            load(t, ino)?;
+            match t.tx.open_table(XATTRS)?.get((ino, name))? {
+                Some(v) => Ok(v.value().to_vec()),
+                None => Err(FsError::NoAttr),
+            }
+        })
     }
 
     /// The names of the extended attributes, each followed by a NUL byte.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>, FsError> {
-        let rx = self.inner.db.begin_read()?;
-        get_inode(&rx.open_table(INODES)?, ino)?;
-        let x = rx.open_table(XATTRS)?;
-        let mut out = Vec::new();
-        for row in x.range((ino, &[][..])..)? {
-            let (k, _) = row?;
-            let (owner, name) = k.value();
-            if owner != ino {
-                break;
+        self.inner.view(|t| {
+            load(t, ino)?;
+            let x = t.tx.open_table(XATTRS)?;
+            let mut out = Vec::new();
+            for row in x.range((ino, &[][..])..)? {
+                let (k, _) = row?;
+                let (owner, name) = k.value();
+                if owner != ino {
+                    break;
+                }
+                out.extend_from_slice(name);
+                out.push(0);
             }
-            out.extend_from_slice(name);
-            out.push(0);
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Removes an extended attribute.

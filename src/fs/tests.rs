@@ -441,6 +441,7 @@ impl Fs {
     /// The extents of an inode: (file block, logical block, length).
     fn extents_of(&self, ino: u64) -> Vec<(u64, u64, u64)> {
         use redb::ReadableDatabase;
+        self.inner.flush_batch().unwrap();
         let rx = self.inner.db.begin_read().unwrap();
         let t = rx.open_table(EXTENTS).unwrap();
         t.range((ino, 0)..=(ino, u64::MAX))

@@ -43,6 +43,11 @@ pub struct MountOptions {
     /// faster for small buffered writes; the price is that a write error such as ENOSPC shows
     /// at `fsync` or `close` instead of at `write`. On by default.
     pub writeback_cache: bool,
+    /// Let the kernel check permissions (`default_permissions`). Always on with
+    /// `allow_other`; without it only root can use the mount (the session refuses every
+    /// other user), root passes the kernel's checks anyway, and leaving them out saves the
+    /// kernel's attribute refresh of a directory before each create and unlink in it.
+    pub default_permissions: bool,
 }
 
 impl Default for MountOptions {
@@ -56,6 +61,7 @@ impl Default for MountOptions {
             allow_other: false,
             attr_ttl: Duration::from_secs(1),
             writeback_cache: true,
+            default_permissions: false,
         }
     }
 }
@@ -188,7 +194,6 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> io::Result<
     config.mount_options = vec![
         MountOption::FSName(opts.fsname.clone()),
         MountOption::Subtype("atrest".into()),
-        MountOption::DefaultPermissions,
         MountOption::RW,
         MountOption::Dev,
         MountOption::Suid,
@@ -196,6 +201,9 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, opts: &MountOptions) -> io::Result<
     ];
     if opts.allow_other {
         config.acl = SessionACL::All;
+    }
+    if opts.allow_other || opts.default_permissions {
+        config.mount_options.push(MountOption::DefaultPermissions);
     }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = opts.threads > 1;

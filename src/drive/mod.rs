@@ -432,6 +432,45 @@ impl Drive {
         self.cipher.decrypt_units(pbn, block);
     }
 
+    /// Decrypts whole blocks read from the physical blocks from `pbn` on in place, as
+    /// [`Drive::decrypt_block`] each, but runs of written blocks in one call.
+    pub fn decrypt_blocks(&self, pbn: u64, buf: &mut [u8]) {
+        let n = buf.len() / BLOCK_SIZE;
+        let mut i = 0;
+        while i < n {
+            let never_written = |k: usize| {
+                buf[k * BLOCK_SIZE..(k + 1) * BLOCK_SIZE]
+                    .iter()
+                    .all(|&b| b == 0)
+            };
+            if never_written(i) {
+                i += 1;
+                continue;
+            }
+            let mut e = i + 1;
+            while e < n && !never_written(e) {
+                e += 1;
+            }
+            self.cipher
+                .decrypt_units(pbn + i as u64, &mut buf[i * BLOCK_SIZE..e * BLOCK_SIZE]);
+            i = e;
+        }
+    }
+
+    /// Encrypts `buf`, whole blocks meant for the physical blocks from `pbn` on, in place
+    /// (no I/O; [`Drive::write_ciphertext`] writes it).
+    pub fn encrypt_blocks(&self, pbn: u64, buf: &mut [u8]) {
+        self.cipher.encrypt_units(pbn, buf);
+    }
+
+    /// Writes `buf`, already encrypted by [`Drive::encrypt_blocks`], to the run of physical
+    /// blocks starting at `pbn`.
+    pub fn write_ciphertext(&self, pbn: u64, buf: &[u8]) -> io::Result<()> {
+        self.check_range(pbn, buf.len())?;
+        self.backend
+            .write_at(DATA_OFFSET + pbn * BLOCK_SIZE as u64, buf)
+    }
+
     /// Encrypts `buf` in place and writes it to the run of physical blocks starting at `pbn`.
     /// On return `buf` holds ciphertext.
     pub fn write_blocks_in_place(&self, pbn: u64, buf: &mut [u8]) -> io::Result<()> {

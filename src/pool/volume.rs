@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::bitmap::Bitmap;
@@ -27,8 +28,12 @@ use crate::BLOCK_SIZE;
 use crate::drive::Drive;
 
 /// Below this many bytes per request, drives are served one after the other on the calling
-/// thread; above, each drive's part runs on its own thread.
+/// thread and one core does the cipher work; above, each drive's part and each half of the
+/// cipher work run on rayon's worker threads.
 const PARALLEL_THRESHOLD: usize = 256 * 1024;
+/// Blocks per chunk when two workers share a large write (one encrypts while the other
+/// writes).
+const PIPELINE_BLOCKS: usize = 64;
 /// Logical blocks per lock stripe.
 const STRIPE_BLOCKS: u64 = 256;
 /// Number of lock stripes.
@@ -1338,6 +1343,11 @@ impl Inner {
 
     /// Writes one drive's part of a logical run. False if the copies did not land (slot out or
     /// I/O error; they are then recorded stale).
+    ///
+    /// The run goes down in chunks: each chunk's plaintext is copied once into a buffer, then
+    /// checksummed and encrypted while in cache ([`seal_chunks`]) and written. A large run is
+    /// shared by two workers taking alternate chunks, so that one encrypts while the other
+    /// writes (writes to one image are serialised by the kernel, encryption is not).
     fn write_run(&self, lbn: u64, src: &[u8], run: &DriveRun) -> io::Result<bool> {
         let cell = &self.slots[run.drive];
         let Some(att) = cell.usable() else {
@@ -1345,16 +1355,30 @@ impl Inner {
             return Ok(false);
         };
         let n = run.count as usize;
-        let mut buf = vec![0u8; n * BLOCK_SIZE];
         let mut sums = vec![0u32; n];
-        for (i, dst) in buf.chunks_exact_mut(BLOCK_SIZE).enumerate() {
-            let j = run.first_j + i as u64 * self.layout.drives;
-            let l = (j / self.layout.replicas - lbn) as usize;
-            let plain = &src[l * BLOCK_SIZE..(l + 1) * BLOCK_SIZE];
-            dst.copy_from_slice(plain);
-            sums[i] = block_sum(run.pbn + i as u64, plain);
-        }
-        if let Err(e) = att.drive.write_blocks_in_place(run.pbn, &mut buf) {
+        let work = |parts: Vec<(usize, &mut [u32])>| -> io::Result<()> {
+            let mut buf = Vec::new();
+            for (i0, part) in parts {
+                buf.clear();
+                self.gather(lbn, src, run, i0, i0 + part.len(), &mut buf);
+                let pbn = run.pbn + i0 as u64;
+                seal_chunks(&att.drive, pbn, &mut buf, part);
+                att.drive.write_ciphertext(pbn, &buf)?;
+            }
+            Ok(())
+        };
+        let res = if n * BLOCK_SIZE < PARALLEL_THRESHOLD {
+            work(vec![(0, &mut sums[..])])
+        } else {
+            let (mut even, mut odd) = (Vec::new(), Vec::new());
+            for (c, part) in sums.chunks_mut(PIPELINE_BLOCKS).enumerate() {
+                let side = if c % 2 == 0 { &mut even } else { &mut odd };
+                side.push((c * PIPELINE_BLOCKS, part));
+            }
+            let (r0, r1) = rayon::join(|| work(even), || work(odd));
+            r0.and(r1)
+        };
+        if let Err(e) = res {
             cell.write_errors.fetch_add(1, Ordering::Relaxed);
             self.drive_failed(run.drive, &att, "write", &e);
             self.record_missed(run.drive, run.pbn, run.count)?;
@@ -1370,6 +1394,75 @@ impl Inner {
             }
         }
         Ok(true)
+    }
+
+    /// Appends to `out` the plaintext of blocks `i0..i1` of a drive's part `run` of the
+    /// logical run that starts at `lbn` and whose plaintext is `src`.
+    fn gather(
+        &self,
+        lbn: u64,
+        src: &[u8],
+        run: &DriveRun,
+        i0: usize,
+        i1: usize,
+        out: &mut Vec<u8>,
+    ) {
+        if self.layout.drives == self.layout.replicas {
+            // A mirror: the drive holds one copy of every block of the run, in order.
+            out.extend_from_slice(&src[i0 * BLOCK_SIZE..i1 * BLOCK_SIZE]);
+            return;
+        }
+        for i in i0 as u64..i1 as u64 {
+            let j = run.first_j + i * self.layout.drives;
+            let l = (j / self.layout.replicas - lbn) as usize;
+            out.extend_from_slice(&src[l * BLOCK_SIZE..(l + 1) * BLOCK_SIZE]);
+        }
+    }
+
+    /// Reads a run of logical blocks on a mirror layout (as many drives as copies), where
+    /// copy 0 of block `lbn + i` is block `lbn + i` of the drive in slot 0: one read straight
+    /// into `buf`, then decryption and checks in place. Blocks that are stale there or fail
+    /// their checksum are read again one by one from any good copy ([`Self::read_any`]).
+    /// `None` if slot 0 cannot serve the run (the caller reads the blocks one by one then).
+    fn read_mirror(&self, lbn: u64, buf: &mut [u8]) -> Option<io::Result<()>> {
+        let cell = &self.slots[0];
+        let att = cell.usable()?;
+        // Each half is read and opened on its own core: reads of one image run in parallel.
+        let read_and_open = |pbn: u64, part: &mut [u8], first: usize, bad: &mut Vec<usize>| {
+            att.drive.read_ciphertext(pbn, part)?;
+            open_chunks(&att, pbn, part, first, bad);
+            io::Result::Ok(())
+        };
+        let mut bad = Vec::new();
+        let res = if buf.len() < PARALLEL_THRESHOLD {
+            read_and_open(lbn, buf, 0, &mut bad)
+        } else {
+            let half = buf.len() / BLOCK_SIZE / 2;
+            let (b0, b1) = buf.split_at_mut(half * BLOCK_SIZE);
+            let mut bad1 = Vec::new();
+            let (r0, r1) = rayon::join(
+                || read_and_open(lbn, b0, 0, &mut bad),
+                || read_and_open(lbn + half as u64, b1, half, &mut bad1),
+            );
+            bad.append(&mut bad1);
+            r0.and(r1)
+        };
+        if let Err(e) = res {
+            cell.read_errors.fetch_add(1, Ordering::Relaxed);
+            self.drive_failed(0, &att, "read", &e);
+            return None;
+        }
+        let mut result = Ok(());
+        let any_stale = cell.stale_count.load(Ordering::Acquire) > 0;
+        for (i, dst) in buf.chunks_exact_mut(BLOCK_SIZE).enumerate() {
+            let l = lbn + i as u64;
+            if (bad.contains(&i) || (any_stale && cell.stale.get(l)))
+                && let Err(e) = self.read_any(l, dst)
+            {
+                result = Err(e);
+            }
+        }
+        Some(result)
     }
 
     /// Reads one drive's span for a logical run and decrypts and checks the copy-0 blocks in
@@ -1407,20 +1500,20 @@ impl Inner {
     /// checking only copy 0 of each block. A block whose copy 0 is out, stale or bad is read
     /// from another copy (and repaired).
     fn read_run(&self, lbn: u64, buf: &mut [u8]) -> io::Result<()> {
+        if self.layout.drives == self.layout.replicas
+            && let Some(res) = self.read_mirror(lbn, buf)
+        {
+            return res;
+        }
         let count = (buf.len() / BLOCK_SIZE) as u64;
-        let runs = self.layout.drive_runs(lbn, count);
+        let mut runs = self.layout.drive_runs(lbn, count);
+        // A drive whose part of the run holds no copy 0 is not read at all.
+        let r = self.layout.replicas;
+        let n = self.layout.drives;
+        runs.retain(|run| (0..run.count.min(r)).any(|i| (run.first_j + i * n).is_multiple_of(r)));
         let spans: Vec<Option<(Vec<u8>, Vec<bool>)>> =
             if buf.len() >= PARALLEL_THRESHOLD && runs.len() > 1 {
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = runs
-                        .iter()
-                        .map(|run| s.spawn(move || self.read_span(run)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().unwrap_or(None))
-                        .collect()
-                })
+                runs.par_iter().map(|run| self.read_span(run)).collect()
             } else {
                 runs.iter().map(|run| self.read_span(run)).collect()
             };
@@ -1680,6 +1773,40 @@ impl Inner {
     }
 }
 
+/// Blocks per chunk of the checksum and cipher passes over a run: small enough that a chunk
+/// stays in cache from one pass to the next.
+const CHUNK_BLOCKS: usize = 16;
+
+/// Checksums (into `sums`) and encrypts in place the plaintext blocks of `buf`, bound for the
+/// physical blocks from `pbn` on of `drive`, one cache-sized chunk after the other.
+fn seal_chunks(drive: &Drive, pbn: u64, buf: &mut [u8], sums: &mut [u32]) {
+    let chunks = buf.chunks_mut(CHUNK_BLOCKS * BLOCK_SIZE);
+    for (c, (chunk, cs)) in chunks.zip(sums.chunks_mut(CHUNK_BLOCKS)).enumerate() {
+        let p = pbn + (c * CHUNK_BLOCKS) as u64;
+        for (i, (b, s)) in chunk.chunks_exact(BLOCK_SIZE).zip(cs).enumerate() {
+            *s = block_sum(p + i as u64, b);
+        }
+        drive.encrypt_blocks(p, chunk);
+    }
+}
+
+/// Decrypts in place the blocks of `buf`, read from the physical blocks from `pbn` on of
+/// `att`'s drive, and checks each against its checksum; the indices (counted from `first`)
+/// of the blocks that fail go to `bad`.
+fn open_chunks(att: &Attached, pbn: u64, buf: &mut [u8], first: usize, bad: &mut Vec<usize>) {
+    for (c, chunk) in buf.chunks_mut(CHUNK_BLOCKS * BLOCK_SIZE).enumerate() {
+        let p = pbn + (c * CHUNK_BLOCKS) as u64;
+        att.drive.decrypt_blocks(p, chunk);
+        for (i, b) in chunk.chunks_exact(BLOCK_SIZE).enumerate() {
+            let q = p + i as u64;
+            // A failure here may be a write in flight; it is confirmed under the lock.
+            if !sum_ok(att.sums[q as usize].load(Ordering::Acquire), q, b) {
+                bad.push(first + c * CHUNK_BLOCKS + i);
+            }
+        }
+    }
+}
+
 impl BlockDevice for Pool {
     fn block_count(&self) -> u64 {
         self.inner.layout.logical_blocks()
@@ -1696,19 +1823,9 @@ impl BlockDevice for Pool {
         let _locks = inner.lock_shared(lbn, count);
         let runs = inner.layout.drive_runs(lbn, count);
         let results: Vec<io::Result<bool>> = if buf.len() >= PARALLEL_THRESHOLD && runs.len() > 1 {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = runs
-                    .iter()
-                    .map(|run| s.spawn(move || inner.write_run(lbn, buf, run)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")))
-                    })
-                    .collect()
-            })
+            runs.par_iter()
+                .map(|run| inner.write_run(lbn, buf, run))
+                .collect()
         } else {
             runs.iter()
                 .map(|run| inner.write_run(lbn, buf, run))

@@ -19,8 +19,9 @@
 #   BENCH_ROT_CACHE=/var/tmp/atrest-bench-rot   where the filled big volume is kept; "none"
 #                              makes and deletes it in every run. Delete the directory to
 #                              measure the fill again or to free the disk space.
-#   BENCH_ROT_ROUNDS=9         rotations of each kind per volume (each takes 10 to 150 ms,
-#                              mostly header syncs on a shared disk: the median needs several)
+#   BENCH_ROT_ROUNDS=15        rotations of each kind per volume, the two volumes in
+#                              alternation (each takes 5 to 150 ms, mostly header syncs on a
+#                              shared disk: the median needs several)
 #   BENCH_ROT_PORT=18443       first of two local ports for the volumes' APIs
 #   BENCH_ROT_KEEP=0           1: keep the images
 #
@@ -35,7 +36,7 @@ bin=$root/target/release/atrest
 ROT_DIR=${BENCH_ROT_DIR:-/var/tmp}
 SMALL=${BENCH_ROT_SMALL:-1G}
 BIG=${BENCH_ROT_BIG:-16G}
-ROUNDS=${BENCH_ROT_ROUNDS:-9}
+ROUNDS=${BENCH_ROT_ROUNDS:-15}
 CACHE=${BENCH_ROT_CACHE:-/var/tmp/atrest-bench-rot}
 PORT=${BENCH_ROT_PORT:-18443}
 
@@ -120,7 +121,7 @@ api_login() {
 
 echo "atrest-bench-admin-password" >"$work/admin.pass"
 chmod 600 "$work/admin.pass"
-declare -A online offline fill_s
+declare -A online offline fill_s port_of
 port=$PORT
 for v in small big; do
   if [ "$v" = small ]; then data=$small_mib; else data=$big_mib; fi
@@ -171,27 +172,39 @@ for v in small big; do
   echo "$used" >"$results/rotate-$v.used_mib"
 
   api_login "$v" "$port"
-  for r in $(seq 1 "$ROUNDS"); do
+  port_of[$v]=$port
+  port=$((port + 1))
+done
+
+# Both volumes are rotated in alternation (small, big; then big, small in the next round), so
+# that a slow spell of the machine or the disk falls on both alike.
+for r in $(seq 1 "$ROUNDS"); do
+  order="small big"; [ $((r % 2)) = 0 ] && order="big small"
+  for v in $order; do
     t0=$(now)
-    "$bin" rotate_encryption_keys --host 127.0.0.1 --port "$port" \
+    "$bin" rotate_encryption_keys --host 127.0.0.1 --port "${port_of[$v]}" \
       --credentials-store "$work/$v/creds" >>"$results/rotate-$v.log" 2>&1 ||
       die "$v: rotate_encryption_keys failed; see $results/rotate-$v.log"
     online[$v]+="$(elapsed "$t0" "$(now)") "
   done
-  unmount_volume "$v"
-  for r in $(seq 1 "$ROUNDS"); do
+done
+for v in small big; do unmount_volume "$v"; done
+for r in $(seq 1 "$ROUNDS"); do
+  order="small big"; [ $((r % 2)) = 0 ] && order="big small"
+  for v in $order; do
     t0=$(now)
     "$bin" rotate-keys --state-dir "$work/$v/state" >>"$results/rotate-$v.log" 2>&1 ||
       die "$v: atrest rotate-keys failed; see $results/rotate-$v.log"
     offline[$v]+="$(elapsed "$t0" "$(now)") "
   done
+done
+for v in small big; do
   log "$v: online ${online[$v]}s; offline ${offline[$v]}s"
   if [ "$v" = big ] && [ "$CACHE" != none ]; then
     echo "${fill_s[$v]}" >"$work/$v/filled"
   else
     rm -f "$work/$v/drive0.img"
   fi
-  port=$((port + 1))
 done
 
 python3 - "$results/rotate.json" "$SMALL" "$BIG" "${fill_s[small]}" "${fill_s[big]}" \

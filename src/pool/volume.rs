@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::bitmap::Bitmap;
@@ -28,8 +27,8 @@ use crate::BLOCK_SIZE;
 use crate::drive::Drive;
 
 /// Below this many bytes per request, drives are served one after the other on the calling
-/// thread and one core does the cipher work; above, each drive's part and each half of the
-/// cipher work run on rayon's worker threads.
+/// thread and one core does the cipher work; above, the calling thread shares each drive's
+/// part and each half of the cipher work with rayon's worker threads ([`both`], [`on_all`]).
 const PARALLEL_THRESHOLD: usize = 256 * 1024;
 /// Blocks per chunk when two workers share a large write (one encrypts while the other
 /// writes).
@@ -1375,7 +1374,7 @@ impl Inner {
                 let side = if c % 2 == 0 { &mut even } else { &mut odd };
                 side.push((c * PIPELINE_BLOCKS, part));
             }
-            let (r0, r1) = rayon::join(|| work(even), || work(odd));
+            let (r0, r1) = both(|| work(even), || work(odd));
             r0.and(r1)
         };
         if let Err(e) = res {
@@ -1440,7 +1439,7 @@ impl Inner {
             let half = buf.len() / BLOCK_SIZE / 2;
             let (b0, b1) = buf.split_at_mut(half * BLOCK_SIZE);
             let mut bad1 = Vec::new();
-            let (r0, r1) = rayon::join(
+            let (r0, r1) = both(
                 || read_and_open(lbn, b0, 0, &mut bad),
                 || read_and_open(lbn + half as u64, b1, half, &mut bad1),
             );
@@ -1513,7 +1512,7 @@ impl Inner {
         runs.retain(|run| (0..run.count.min(r)).any(|i| (run.first_j + i * n).is_multiple_of(r)));
         let spans: Vec<Option<(Vec<u8>, Vec<bool>)>> =
             if buf.len() >= PARALLEL_THRESHOLD && runs.len() > 1 {
-                runs.par_iter().map(|run| self.read_span(run)).collect()
+                on_all(&runs, |run| self.read_span(run))
             } else {
                 runs.iter().map(|run| self.read_span(run)).collect()
             };
@@ -1773,6 +1772,36 @@ impl Inner {
     }
 }
 
+/// Runs `a` on the calling thread and `b` on one of rayon's worker threads at the same time.
+/// (`rayon::join` called outside the pool would hand both to the pool and leave the calling
+/// FUSE thread waiting.)
+fn both<RA, RB: Send>(a: impl FnOnce() -> RA, b: impl FnOnce() -> RB + Send) -> (RA, RB) {
+    let mut rb = None;
+    let ra = rayon::in_place_scope(|s| {
+        s.spawn(|_| rb = Some(b()));
+        a()
+    });
+    (ra, rb.expect("a scope ends after its tasks"))
+}
+
+/// `f` of each item, the first on the calling thread and the others on rayon's workers, all at
+/// the same time.
+fn on_all<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let mut out: Vec<Option<R>> = items.iter().map(|_| None).collect();
+    if let Some((first_out, rest_out)) = out.split_first_mut() {
+        let f = &f;
+        rayon::in_place_scope(|s| {
+            for (item, slot) in items[1..].iter().zip(rest_out) {
+                s.spawn(move |_| *slot = Some(f(item)));
+            }
+            *first_out = Some(f(&items[0]));
+        });
+    }
+    out.into_iter()
+        .map(|r| r.expect("a scope ends after its tasks"))
+        .collect()
+}
+
 /// Blocks per chunk of the checksum and cipher passes over a run: small enough that a chunk
 /// stays in cache from one pass to the next.
 const CHUNK_BLOCKS: usize = 16;
@@ -1823,9 +1852,7 @@ impl BlockDevice for Pool {
         let _locks = inner.lock_shared(lbn, count);
         let runs = inner.layout.drive_runs(lbn, count);
         let results: Vec<io::Result<bool>> = if buf.len() >= PARALLEL_THRESHOLD && runs.len() > 1 {
-            runs.par_iter()
-                .map(|run| inner.write_run(lbn, buf, run))
-                .collect()
+            on_all(&runs, |run| inner.write_run(lbn, buf, run))
         } else {
             runs.iter()
                 .map(|run| inner.write_run(lbn, buf, run))

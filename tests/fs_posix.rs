@@ -28,6 +28,11 @@ struct Mounted {
 
 impl Mounted {
     fn new(blocks: u64, meta: u64, allow_other: bool) -> Mounted {
+        Mounted::with(blocks, meta, allow_other, false)
+    }
+
+    /// [`Mounted::new`], with the kernel's writeback cache on or off.
+    fn with(blocks: u64, meta: u64, allow_other: bool, writeback_cache: bool) -> Mounted {
         let dev = Arc::new(MemDevice::new(blocks));
         Fs::format(
             dev.clone(),
@@ -41,6 +46,7 @@ impl Mounted {
         let opts = MountOptions {
             allow_other,
             threads: 4,
+            writeback_cache,
             ..Default::default()
         };
         let handle = fuse::mount(fs.clone(), dir.path(), &opts).unwrap();
@@ -96,7 +102,16 @@ fn python(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn files_read_write_truncate_sparse_large() {
-    let m = Mounted::new(256 * MIB, 16 * MIB, false);
+    files_read_write_truncate_sparse_large_with(false);
+}
+
+#[test]
+fn files_read_write_truncate_sparse_large_writeback_cache() {
+    files_read_write_truncate_sparse_large_with(true);
+}
+
+fn files_read_write_truncate_sparse_large_with(writeback_cache: bool) {
+    let m = Mounted::with(256 * MIB, 16 * MIB, false, writeback_cache);
     let p = m.path("f");
     let mut f = File::create(&p).unwrap();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
@@ -404,7 +419,16 @@ fn permissions_checked_by_kernel() {
 /// of owner drop them; the filesystem's own view (no kernel cache) is checked.
 #[test]
 fn setuid_bits_dropped_like_linux() {
-    let m = Mounted::new(4096, 1024, true);
+    setuid_bits_dropped_like_linux_with(false);
+}
+
+#[test]
+fn setuid_bits_dropped_like_linux_writeback_cache() {
+    setuid_bits_dropped_like_linux_with(true);
+}
+
+fn setuid_bits_dropped_like_linux_with(writeback_cache: bool) {
+    let m = Mounted::with(4096, 1024, true, writeback_cache);
     let mode_of = |name: &str| {
         let ino = fs::metadata(m.path(name)).unwrap().ino();
         m.fs.getattr(ino).unwrap().perm
@@ -477,12 +501,21 @@ fn setuid_bits_dropped_like_linux() {
 
 #[test]
 fn enospc_then_consistent() {
-    let m = Mounted::new(6 * MIB, 2 * MIB, false);
+    enospc_then_consistent_with(false);
+}
+
+#[test]
+fn enospc_then_consistent_writeback_cache() {
+    enospc_then_consistent_with(true);
+}
+
+fn enospc_then_consistent_with(writeback_cache: bool) {
+    let m = Mounted::with(6 * MIB, 2 * MIB, false, writeback_cache);
     let mut f = File::create(m.path("fill")).unwrap();
     let chunk = vec![5u8; 1 << 20];
     let mut written = 0u64;
-    // With the kernel's writeback cache the error comes from the write-back, which fsync
-    // reports, rather than from write() itself.
+    // Without the kernel's writeback cache write() itself fails; with it the error comes
+    // from the write-back, which fsync reports.
     let err = loop {
         match f.write_all(&chunk).and_then(|()| f.sync_data()) {
             Ok(()) => written += chunk.len() as u64,

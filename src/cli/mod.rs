@@ -57,11 +57,12 @@ enum Command {
         /// Let users other than root use the mount.
         #[arg(long)]
         allow_other: bool,
-        /// Send every buffered write to the volume at once instead of gathering them in the
-        /// kernel's page cache: slower for small writes, but a full volume fails the
-        /// `write()` itself rather than the later `fsync`/`close`.
+        /// Gather buffered writes in the kernel's page cache (FUSE writeback cache) and send
+        /// them at writeback, `fsync` or `close`: much faster small buffered writes, but a
+        /// full volume fails the later `fsync`/`close` rather than the `write()`, and every
+        /// unlink of a file costs one more round trip.
         #[arg(long)]
-        no_writeback_cache: bool,
+        writeback_cache: bool,
         /// Have the kernel check permissions even when only root can use the mount (always
         /// on with --allow-other); costs an attribute refresh of a directory per create and
         /// unlink in it.
@@ -234,7 +235,7 @@ fn run(cmd: Command) -> Result<(), String> {
             mountpoint,
             threads,
             allow_other,
-            no_writeback_cache,
+            writeback_cache,
             default_permissions,
             api,
             no_api,
@@ -246,7 +247,7 @@ fn run(cmd: Command) -> Result<(), String> {
             crate::fuse::MountOptions {
                 threads,
                 allow_other,
-                writeback_cache: !no_writeback_cache,
+                writeback_cache,
                 default_permissions,
                 ..Default::default()
             },

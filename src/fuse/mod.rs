@@ -41,7 +41,8 @@ pub struct MountOptions {
     pub attr_ttl: Duration,
     /// Let the kernel gather buffered writes in its page cache (FUSE writeback cache). Much
     /// faster for small buffered writes; the price is that a write error such as ENOSPC shows
-    /// at `fsync` or `close` instead of at `write`. On by default.
+    /// at `fsync` or `close` instead of at `write`, and the kernel follows every unlink of a
+    /// file with a setattr. Off by default (`atrest mount --writeback-cache`).
     pub writeback_cache: bool,
     /// Let the kernel check permissions (`default_permissions`). Always on with
     /// `allow_other`; without it only root can use the mount (the session refuses every
@@ -60,7 +61,7 @@ impl Default for MountOptions {
             threads: threads.clamp(2, 8),
             allow_other: false,
             attr_ttl: Duration::from_secs(1),
-            writeback_cache: true,
+            writeback_cache: false,
             default_permissions: false,
         }
     }

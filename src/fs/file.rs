@@ -172,9 +172,9 @@ impl Fs {
             self.inner
                 .dev
                 .read_blocks(l, &mut buf[at..at + (n * BS) as usize])
-                .map_err(dev_err(format!(
-                    "reading inode {ino} file block {f} at block {l}+{n}"
-                )))?;
+                .map_err(dev_err(|| {
+                    format!("reading inode {ino} file block {f} at block {l}+{n}")
+                }))?;
         }
         let head = (offset - fb0 * BS) as usize;
         buf.truncate(head + (end - offset) as usize);
@@ -318,7 +318,7 @@ impl Fs {
                     self.inner
                         .dev
                         .write_blocks(l + done, &zeros[..(k * BS) as usize])
-                        .map_err(dev_err(format!("zeroing inode {ino} file block {f}")))?;
+                        .map_err(dev_err(|| format!("zeroing inode {ino} file block {f}")))?;
                     done += k;
                 }
             }
@@ -383,12 +383,9 @@ impl Fs {
             if offset <= seg_start && end >= seg_end {
                 // Whole blocks of the request: they go down as they are.
                 let src = &data[(seg_start - offset) as usize..(seg_end - offset) as usize];
-                self.inner
-                    .dev
-                    .write_blocks(l, src)
-                    .map_err(dev_err(format!(
-                        "writing inode {ino} file block {f} at block {l}+{n}"
-                    )))?;
+                self.inner.dev.write_blocks(l, src).map_err(dev_err(|| {
+                    format!("writing inode {ino} file block {f} at block {l}+{n}")
+                }))?;
                 continue;
             }
             buf.clear();
@@ -415,20 +412,17 @@ impl Fs {
             let src = &data[(from - offset) as usize..(to - offset) as usize];
             let at = (from - seg_start) as usize;
             buf[at..at + src.len()].copy_from_slice(src);
-            self.inner
-                .dev
-                .write_blocks(l, &buf)
-                .map_err(dev_err(format!(
-                    "writing inode {ino} file block {f} at block {l}+{n}"
-                )))?;
+            self.inner.dev.write_blocks(l, &buf).map_err(dev_err(|| {
+                format!("writing inode {ino} file block {f} at block {l}+{n}")
+            }))?;
         }
         Ok(())
     }
 
     fn read_block(&self, ino: u64, f: u64, l: u64, out: &mut [u8]) -> Result<(), FsError> {
-        self.inner.dev.read_blocks(l, out).map_err(dev_err(format!(
-            "reading inode {ino} file block {f} at block {l}"
-        )))
+        self.inner.dev.read_blocks(l, out).map_err(dev_err(|| {
+            format!("reading inode {ino} file block {f} at block {l}")
+        }))
     }
 
     /// Zeroes the bytes of the block holding byte `size` from there to the block's end, if
@@ -448,7 +442,7 @@ impl Fs {
             self.inner
                 .dev
                 .write_blocks(l, &b)
-                .map_err(dev_err(format!("zeroing tail of inode {ino} block {l}")))?;
+                .map_err(dev_err(|| format!("zeroing tail of inode {ino} block {l}")))?;
         }
         Ok(())
     }

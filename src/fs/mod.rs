@@ -352,8 +352,9 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
-fn dev_err(what: String) -> impl FnOnce(io::Error) -> FsError {
-    move |e| FsError::io(what, e)
+/// Maps a device error to [`FsError::Io`]; `what` (formatted only on error) says what failed.
+fn dev_err(what: impl FnOnce() -> String) -> impl FnOnce(io::Error) -> FsError {
+    move |e| FsError::io(what(), e)
 }
 
 fn redb_builder() -> redb::Builder {
@@ -388,7 +389,7 @@ impl Fs {
             meta_len: 0,
         };
         dev.write_blocks(0, &sb.encode())
-            .map_err(dev_err("writing superblock".into()))?;
+            .map_err(dev_err(|| "writing superblock".into()))?;
         let db = redb_builder().create_with_backend(MetaBackend::new(dev.clone(), sb))?;
         let tx = db.begin_write()?;
         {
@@ -420,7 +421,8 @@ impl Fs {
         }
         tx.commit()?;
         drop(db);
-        dev.sync().map_err(dev_err("syncing after format".into()))?;
+        dev.sync()
+            .map_err(dev_err(|| "syncing after format".into()))?;
         tracing::info!(blocks, meta_blocks = meta, "formatted filesystem");
         Ok(())
     }
@@ -430,7 +432,7 @@ impl Fs {
     pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Fs, FsError> {
         let mut b = vec![0u8; BLOCK_SIZE];
         dev.read_blocks(0, &mut b)
-            .map_err(dev_err("reading superblock (block 0)".into()))?;
+            .map_err(dev_err(|| "reading superblock (block 0)".into()))?;
         let sb = Superblock::decode(&b, dev.block_count())?;
         let backend = Arc::new(MetaBackend::new(dev.clone(), sb));
         let db = redb_builder().create_with_backend(SharedBackend(backend.clone()))?;

@@ -408,9 +408,7 @@ impl Drive {
         self.check_range(pbn, buf.len())?;
         self.backend
             .read_at(DATA_OFFSET + pbn * BLOCK_SIZE as u64, buf)?;
-        for (i, block) in buf.chunks_exact_mut(BLOCK_SIZE).enumerate() {
-            self.decrypt_block(pbn + i as u64, block);
-        }
+        self.decrypt_blocks(pbn, buf);
         Ok(())
     }
 
@@ -426,14 +424,11 @@ impl Drive {
     /// never written (a sparse or freshly zeroed image) and reads as zeros: a real ciphertext
     /// block is all zeros with probability 2^-32768.
     pub fn decrypt_block(&self, pbn: u64, block: &mut [u8]) {
-        if block.iter().all(|&b| b == 0) {
-            return;
-        }
-        self.cipher.decrypt_units(pbn, block);
+        self.decrypt_blocks(pbn, &mut block[..BLOCK_SIZE]);
     }
 
-    /// Decrypts whole blocks read from the physical blocks from `pbn` on in place, as
-    /// [`Drive::decrypt_block`] each, but runs of written blocks in one call.
+    /// Decrypts whole blocks read from the physical blocks from `pbn` on in place, runs of
+    /// written blocks in one call; all-zero blocks stay zeros ([`Drive::decrypt_block`]).
     pub fn decrypt_blocks(&self, pbn: u64, buf: &mut [u8]) {
         let n = buf.len() / BLOCK_SIZE;
         let mut i = 0;

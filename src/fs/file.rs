@@ -6,6 +6,10 @@
 //! The invariant that bytes past the end of file in its last block are zero is kept by
 //! truncate, so extending a file never exposes old bytes.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use redb::ReadableTable;
 
 use super::ns::{load, store};
@@ -19,6 +23,104 @@ const BS: u64 = BLOCK_SIZE as u64;
 
 /// A mapped run: file block, logical block, length.
 type Seg = (u64, u64, u64);
+
+/// Files with more extents than this keep only their size and permissions in the cache: their
+/// block maps are looked up each time.
+const CACHED_EXTENTS_MAX: usize = 64;
+/// Files cached at most; the cache starts over when full.
+const CACHED_FILES_MAX: usize = 1024;
+
+/// What a read or an overwrite needs to know of a regular file: its size, permission bits
+/// and whole block map.
+pub(crate) struct FileMap {
+    size: u64,
+    perm: u16,
+    killed_perm: u16,
+    /// None: too many extents to cache.
+    extents: Option<Vec<Seg>>,
+}
+
+impl FileMap {
+    /// The mapped runs within file blocks `[from, to)`, clipped, in file order (as
+    /// [`mapped`] gives them); None if the map is not cached.
+    fn mapped(&self, from: u64, to: u64) -> Option<Vec<Seg>> {
+        let extents = self.extents.as_ref()?;
+        let first = extents.partition_point(|&(f, _, n)| f + n <= from);
+        let mut out = Vec::new();
+        for &(f, l, n) in &extents[first..] {
+            if f >= to {
+                break;
+            }
+            let (s, e) = (f.max(from), (f + n).min(to));
+            out.push((s, l + (s - f), e - s));
+        }
+        Some(out)
+    }
+}
+
+/// The maps of files read or written lately, so that a read or an overwrite takes no lock on
+/// the metadata transaction and makes no lookup in it.
+///
+/// Coherence: entries are only added while the metadata transaction is held ([`Inner::view`])
+/// and the whole cache is emptied by every metadata operation before the transaction is let
+/// go ([`Inner::write_tx`]), so an entry always equals what a lookup would find. A reader
+/// that uses an entry holds the file's data lock, which every change of a file's size or
+/// block map holds for writing.
+///
+/// [`Inner::view`]: super::Inner::view
+/// [`Inner::write_tx`]: super::Inner::write_tx
+#[derive(Default)]
+pub(crate) struct FileMaps {
+    maps: RwLock<HashMap<u64, Arc<FileMap>>>,
+}
+
+impl FileMaps {
+    fn get(&self, ino: u64) -> Option<Arc<FileMap>> {
+        self.maps.read().get(&ino).cloned()
+    }
+
+    /// Called with the metadata transaction held only.
+    fn put(&self, ino: u64, map: FileMap) {
+        let mut m = self.maps.write();
+        if m.len() >= CACHED_FILES_MAX {
+            m.clear();
+        }
+        m.insert(ino, Arc::new(map));
+    }
+
+    /// Called with the metadata transaction held only.
+    pub(crate) fn clear(&self) {
+        let mut m = self.maps.write();
+        if !m.is_empty() {
+            m.clear();
+        }
+    }
+}
+
+/// The map of regular file `ino` with inode `i` (without its extents if it has too many).
+fn load_map(
+    t: &impl ReadableTable<(u64, u64), (u64, u64)>,
+    ino: u64,
+    i: &super::store::Inode,
+) -> Result<FileMap, FsError> {
+    let mut extents = Vec::new();
+    let mut all = true;
+    for row in t.range((ino, 0)..=(ino, u64::MAX))? {
+        if extents.len() == CACHED_EXTENTS_MAX {
+            all = false;
+            break;
+        }
+        let (k, v) = row?;
+        let (f, (l, n)) = (k.value().1, v.value());
+        extents.push((f, l, n));
+    }
+    Ok(FileMap {
+        size: i.size,
+        perm: i.perm,
+        killed_perm: i.killed_perm(),
+        extents: all.then_some(extents),
+    })
+}
 
 /// The mapped runs of `ino` within file blocks `[from, to)`, clipped, in file order.
 fn mapped(
@@ -148,21 +250,44 @@ impl Fs {
     /// Reads up to `size` bytes at `offset`; short at end of file.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
         let _g = self.inner.data_lock(ino).read();
-        let found = self.inner.view(|t| {
-            let i = get_inode(&t.tx.open_table(INODES)?, ino)?;
-            match i.kind {
-                FileKind::File => {}
-                FileKind::Dir => return Err(FsError::IsDir),
-                _ => return Err(FsError::Invalid(format!("read of inode {ino}"))),
+        // The span read: end of the bytes returned, first and past-last file block.
+        let span = |file_size: u64| {
+            if offset >= file_size || size == 0 {
+                return None;
             }
-            if offset >= i.size || size == 0 {
-                return Ok(None);
-            }
-            let end = (offset + size as u64).min(i.size);
-            let (fb0, fb1) = (offset / BS, end.div_ceil(BS));
-            let segs = mapped(&t.tx.open_table(EXTENTS)?, ino, fb0, fb1)?;
-            Ok(Some((end, fb0, fb1, segs)))
-        })?;
+            let end = (offset + size as u64).min(file_size);
+            Some((end, offset / BS, end.div_ceil(BS)))
+        };
+        let cached = self.inner.maps.get(ino);
+        let hit = cached.as_ref().and_then(|m| match span(m.size) {
+            None => Some(None),
+            Some((end, fb0, fb1)) => m.mapped(fb0, fb1).map(|segs| Some((end, fb0, fb1, segs))),
+        });
+        let found = match hit {
+            Some(found) => found,
+            None => self.inner.view(|t| {
+                let i = get_inode(&t.tx.open_table(INODES)?, ino)?;
+                match i.kind {
+                    FileKind::File => {}
+                    FileKind::Dir => return Err(FsError::IsDir),
+                    _ => return Err(FsError::Invalid(format!("read of inode {ino}"))),
+                }
+                let ext = t.tx.open_table(EXTENTS)?;
+                let Some((end, fb0, fb1)) = span(i.size) else {
+                    return Ok(None);
+                };
+                // Known to have too many extents: looked up each time.
+                if cached.is_none() {
+                    let m = load_map(&ext, ino, &i)?;
+                    let segs = m.mapped(fb0, fb1);
+                    self.inner.maps.put(ino, m);
+                    if let Some(segs) = segs {
+                        return Ok(Some((end, fb0, fb1, segs)));
+                    }
+                }
+                Ok(Some((end, fb0, fb1, mapped(&ext, ino, fb0, fb1)?)))
+            })?,
+        };
         let Some((end, fb0, fb1, segs)) = found else {
             return Ok(Vec::new());
         };
@@ -209,6 +334,20 @@ impl Fs {
             .ok_or(FsError::FileTooBig)?;
         let _g = self.inner.data_lock(ino).write();
         let (fb0, fb1) = (offset / BS, end.div_ceil(BS));
+        // An overwrite of mapped blocks inside the file that drops no privilege changes no
+        // metadata: with the file's map cached it goes straight to the device.
+        let cached = self.inner.maps.get(ino);
+        if let Some(m) = &cached
+            && end <= m.size
+            && !(kill_suidgid && m.killed_perm != m.perm)
+            && !self.inner.may_have_security_xattr(ino)
+            && let Some(segs) = m.mapped(fb0, fb1)
+            && holes_of(&segs, fb0, fb1).is_empty()
+        {
+            self.write_segments(ino, offset, data, m.size, &segs, &[])?;
+            self.inner.touch(ino);
+            return Ok(data.len());
+        }
         let (segs, hint, size, drop_privs) = self.inner.view(|t| {
             let i = get_inode(&t.tx.open_table(INODES)?, ino)?;
             match i.kind {
@@ -221,6 +360,10 @@ impl Fs {
                     && t.tx.open_table(XATTRS)?.get((ino, CAPS_XATTR))?.is_some());
             let ext = t.tx.open_table(EXTENTS)?;
             let segs = mapped(&ext, ino, fb0, fb1)?;
+            // An overwrite: the next ones may take the fast path above.
+            if cached.is_none() && end <= i.size && holes_of(&segs, fb0, fb1).is_empty() {
+                self.inner.maps.put(ino, load_map(&ext, ino, &i)?);
+            }
             let hint = match ext.range((ino, 0)..(ino, fb0))?.next_back().transpose()? {
                 Some((k, v)) => {
                     let (f, (l, n)) = (k.value().1, v.value());

@@ -327,6 +327,9 @@ pub(crate) struct Inner {
     /// before every write is answered without a read transaction.
     security_xattrs: Mutex<HashSet<u64>>,
     inode_count: AtomicU64,
+    /// Size, permissions and block map of files read or written lately, so that reads and
+    /// overwrites need no metadata lookup ([`file::FileMaps`]).
+    maps: file::FileMaps,
 }
 
 /// The name prefix of the xattrs the kernel queries on every write.
@@ -456,6 +459,7 @@ impl Fs {
             dirty_mtime: Mutex::new(HashMap::new()),
             security_xattrs: Mutex::new(security_xattrs),
             inode_count: AtomicU64::new(inode_count),
+            maps: file::FileMaps::default(),
         });
         inner.reap_orphans()?;
         let (stop_tx, stop_rx) = bounded(1);
@@ -657,7 +661,11 @@ impl Inner {
         let mut g = self.batch.lock();
         let t = self.open_batch(&mut g)?;
         t.inode_delta = 0;
-        match f(t) {
+        let res = f(t);
+        // Any operation may change a file's size, permissions or block map: the cached maps
+        // go before the batch lock is released.
+        self.maps.clear();
+        match res {
             Ok(v) => {
                 t.ops += 1;
                 let delta = std::mem::take(&mut t.inode_delta);
@@ -747,6 +755,7 @@ impl Inner {
             since the last commit are dropped and the filesystem refuses further work until \
             it is mounted again");
         self.poisoned.store(true, Ordering::Release);
+        self.maps.clear();
         if let Some(t) = g.take() {
             let _ = t.tx.abort();
         }

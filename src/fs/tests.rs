@@ -613,3 +613,116 @@ fn security_xattrs_answered_from_memory_and_rebuilt_at_open() {
     ));
     clean(&fs);
 }
+
+/// Reads and overwrites served from the cached file maps agree with a model of the files
+/// through writes that extend, fill holes and overwrite, truncates both ways, fallocate,
+/// set-user-ID drops, unlink and re-create, and syncs, interleaved on three files.
+#[test]
+fn cached_file_maps_stay_coherent() {
+    let (_d, fs) = new_fs(64 * MIB, 8 * MIB);
+    let mut rng = StdRng::seed_from_u64(0x6d617073);
+    // f3 starts with more extents than a cached map holds.
+    let names = ["f0", "f1", "f2", "f3"];
+    let mut inos: Vec<u64> = names.iter().map(|n| file(&fs, ROOT_INO, n)).collect();
+    let mut model: Vec<Vec<u8>> = vec![Vec::new(); names.len()];
+    let mut perms = vec![0o644u16; names.len()];
+    let fragment = |ino: u64, m: &mut Vec<u8>| {
+        for j in 0..100u64 {
+            fs.write(ino, 2 * j * BLOCK_SIZE as u64, &[j as u8 + 1])
+                .unwrap();
+            m.resize(2 * j as usize * BLOCK_SIZE + 1, 0);
+            m[2 * j as usize * BLOCK_SIZE] = j as u8 + 1;
+        }
+        assert!(fs.read(ino, 0, 900 * 1024).unwrap() == *m);
+    };
+    fragment(inos[3], &mut model[3]);
+    for step in 0..4000u32 {
+        let k = rng.random_range(0..names.len());
+        let ino = inos[k];
+        const SPAN: u64 = 96 * 1024;
+        let span_of = |k: usize| if k == 3 { 800 * 1024 } else { SPAN };
+        match rng.random_range(0..100) {
+            0..40 => {
+                let off = rng.random_range(0..span_of(k));
+                let len = rng.random_range(1..20_000usize);
+                let data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+                let kill = rng.random_bool(0.2);
+                fs.write_killing(ino, off, &data, kill).unwrap();
+                let m = &mut model[k];
+                let end = off as usize + len;
+                if m.len() < end {
+                    m.resize(end, 0);
+                }
+                m[off as usize..end].copy_from_slice(&data);
+                if kill {
+                    let mut p = perms[k] & !(libc::S_ISUID as u16);
+                    if p & (libc::S_IXGRP as u16) != 0 {
+                        p &= !(libc::S_ISGID as u16);
+                    }
+                    perms[k] = p;
+                }
+            }
+            40..75 => {
+                let off = rng.random_range(0..span_of(k) + 8192);
+                let len = rng.random_range(1..40_000u32);
+                let got = fs.read(ino, off, len).unwrap();
+                let m = &model[k];
+                let want = if off as usize >= m.len() {
+                    &[][..]
+                } else {
+                    &m[off as usize..(off as usize + len as usize).min(m.len())]
+                };
+                assert!(
+                    got == want,
+                    "step {step}: read of {names:?}[{k}] at {off}+{len}"
+                );
+            }
+            75..83 => {
+                let size = rng.random_range(span_of(k) / 2..span_of(k));
+                let s = SetAttr {
+                    size: Some(size),
+                    ..SetAttr::default()
+                };
+                fs.setattr(ino, &s).unwrap();
+                model[k].resize(size as usize, 0);
+            }
+            83..87 => {
+                let off = rng.random_range(0..SPAN);
+                let len = rng.random_range(1..30_000u64);
+                fs.fallocate(ino, off, len).unwrap();
+                let m = &mut model[k];
+                if m.len() < (off + len) as usize {
+                    m.resize((off + len) as usize, 0);
+                }
+            }
+            87..92 => {
+                let mode = if rng.random_bool(0.5) { 0o6755 } else { 0o644 };
+                let s = SetAttr {
+                    mode: Some(mode),
+                    ..SetAttr::default()
+                };
+                fs.setattr(ino, &s).unwrap();
+                perms[k] = mode as u16;
+            }
+            92..95 => {
+                fs.unlink(ROOT_INO, names[k].as_bytes()).unwrap();
+                inos[k] = file(&fs, ROOT_INO, names[k]);
+                model[k].clear();
+                perms[k] = 0o644;
+                if k == 3 {
+                    fragment(inos[3], &mut model[3]);
+                }
+            }
+            _ => fs.sync_all().unwrap(),
+        }
+        let a = fs.getattr(inos[k]).unwrap();
+        assert_eq!(
+            a.size,
+            model[k].len() as u64,
+            "step {step}: size of {}",
+            names[k]
+        );
+        assert_eq!(a.perm, perms[k], "step {step}: permissions of {}", names[k]);
+    }
+    clean(&fs);
+}

@@ -604,3 +604,32 @@ fn create_flags_and_fsync_durability() {
     drop(d);
     m.finish();
 }
+
+/// The mount's read-ahead is raised from the kernel's 128 KiB to the configured window, and a
+/// large file read through it comes back exactly.
+#[test]
+fn read_ahead_window_set() {
+    let m = Mounted::new(64 * MIB, 8 * MIB, false);
+    let dev = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some(&*m.dir.path().to_string_lossy()))
+        .and_then(|l| l.split(' ').nth(2).map(str::to_string))
+        .expect("the mount is in the mount table");
+    let kb = fs::read_to_string(format!("/sys/class/bdi/{dev}/read_ahead_kb")).unwrap();
+    assert_eq!(kb.trim(), fuse::READ_AHEAD_KB.to_string());
+    let data: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    fs::write(m.path("big"), &data).unwrap();
+    let mut back = Vec::new();
+    File::open(m.path("big"))
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    assert!(
+        back == data,
+        "a sequential read with read-ahead returned other bytes"
+    );
+    m.finish();
+}

@@ -68,6 +68,10 @@ enum Command {
         /// unlink in it.
         #[arg(long)]
         default_permissions: bool,
+        /// Read-ahead of the mount in KiB: the kernel's window for sequential buffered reads
+        /// (0 keeps the kernel's 128 KiB).
+        #[arg(long, default_value_t = crate::fuse::READ_AHEAD_KB)]
+        read_ahead_kb: u32,
         /// Address of the HTTPS management API.
         #[arg(long, default_value = "127.0.0.1:8000")]
         api: std::net::SocketAddr,
@@ -237,6 +241,7 @@ fn run(cmd: Command) -> Result<(), String> {
             allow_other,
             writeback_cache,
             default_permissions,
+            read_ahead_kb,
             api,
             no_api,
             kms_retry_seconds,
@@ -249,6 +254,7 @@ fn run(cmd: Command) -> Result<(), String> {
                 allow_other,
                 writeback_cache,
                 default_permissions,
+                read_ahead_kb,
                 ..Default::default()
             },
             (!no_api).then_some(api),

@@ -249,6 +249,35 @@ fn assign(holes: &[(u64, u64)], runs: &[(u64, u64)]) -> Result<Vec<Seg>, FsError
 impl Fs {
     /// Reads up to `size` bytes at `offset`; short at end of file.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let mut buf = Vec::new();
+        let range = self.read_range(ino, offset, size, &mut buf)?;
+        buf.truncate(range.end);
+        buf.drain(..range.start);
+        Ok(buf)
+    }
+
+    /// [`Fs::read`] into `buf`, which a caller keeps from one read to the next so that large
+    /// reads allocate and clear no memory: returns the bytes read, a part of `buf`.
+    pub fn read_into<'a>(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8], FsError> {
+        let range = self.read_range(ino, offset, size, buf)?;
+        Ok(&buf[range])
+    }
+
+    /// Reads the blocks holding `size` bytes at `offset` into the start of `buf` (grown when
+    /// too short; its old bytes are all overwritten) and returns where the bytes asked for are.
+    fn read_range(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<std::ops::Range<usize>, FsError> {
         let _g = self.inner.data_lock(ino).read();
         // The span read: end of the bytes returned, first and past-last file block.
         let span = |file_size: u64| {
@@ -289,9 +318,16 @@ impl Fs {
             })?,
         };
         let Some((end, fb0, fb1, segs)) = found else {
-            return Ok(Vec::new());
+            return Ok(0..0);
         };
-        let mut buf = vec![0u8; ((fb1 - fb0) * BS) as usize];
+        let len = ((fb1 - fb0) * BS) as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        for (f, n) in holes_of(&segs, fb0, fb1) {
+            let at = ((f - fb0) * BS) as usize;
+            buf[at..at + (n * BS) as usize].fill(0);
+        }
         for (f, l, n) in segs {
             let at = ((f - fb0) * BS) as usize;
             self.inner
@@ -302,11 +338,7 @@ impl Fs {
                 }))?;
         }
         let head = (offset - fb0 * BS) as usize;
-        buf.truncate(head + (end - offset) as usize);
-        if head > 0 {
-            buf.drain(..head);
-        }
-        Ok(buf)
+        Ok(head..head + (end - offset) as usize)
     }
 
     /// Writes `data` at `offset`, allocating blocks for holes. Returns the bytes written.

@@ -726,3 +726,25 @@ fn cached_file_maps_stay_coherent() {
     }
     clean(&fs);
 }
+
+/// A read into a kept buffer overwrites every byte it returns: holes come back as zeros
+/// whatever the buffer held before.
+#[test]
+fn read_into_kept_buffer_zeroes_holes() {
+    let (_d, fs) = new_fs(64 * MIB, 8 * MIB);
+    let ino = file(&fs, ROOT_INO, "sparse");
+    fs.write(ino, 5000, b"middle").unwrap();
+    fs.write(ino, 40_000, b"end").unwrap();
+    let mut buf = vec![0xaa; 64 * 1024];
+    let got = fs.read_into(ino, 100, 40_000, &mut buf).unwrap().to_vec();
+    let mut want = vec![0u8; 39_903];
+    want[4900..4906].copy_from_slice(b"middle");
+    want[39_900..].copy_from_slice(b"end");
+    assert!(got == want);
+    assert_eq!(fs.read_into(ino, 50_000, 10, &mut buf).unwrap(), b"");
+    assert!(
+        fs.read(ino, 0, 1 << 20).unwrap()[..5000]
+            .iter()
+            .all(|&b| b == 0)
+    );
+}

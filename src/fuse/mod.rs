@@ -587,10 +587,14 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(e)),
+        thread_local! {
+            /// Each session thread's read buffer, kept from one read to the next.
+            static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        READ_BUF.with_borrow_mut(|buf| match self.fs.read_into(ino.0, offset, size, buf) {
+            Ok(d) => reply.data(d),
+            Err(e) => reply.error(errno(e)),
+        });
     }
 
     fn write(

@@ -1344,7 +1344,7 @@ impl Inner {
     /// I/O error; they are then recorded stale).
     ///
     /// The run goes down in chunks: each chunk's plaintext is copied once into a buffer, then
-    /// checksummed and encrypted while in cache ([`seal_chunks`]) and written. A large run is
+    /// checksummed and encrypted while in cache ([`seal_chunk`]) and written. A large run is
     /// shared by two workers taking alternate chunks, so that one encrypts while the other
     /// writes (writes to one image are serialised by the kernel, encryption is not).
     fn write_run(&self, lbn: u64, src: &[u8], run: &DriveRun) -> io::Result<bool> {
@@ -1359,10 +1359,14 @@ impl Inner {
             let mut buf = Vec::new();
             for (i0, part) in parts {
                 buf.clear();
-                self.gather(lbn, src, run, i0, i0 + part.len(), &mut buf);
-                let pbn = run.pbn + i0 as u64;
-                seal_chunks(&att.drive, pbn, &mut buf, part);
-                att.drive.write_ciphertext(pbn, &buf)?;
+                // Each chunk is copied, checksummed and encrypted while it is in cache.
+                for (c, sums) in part.chunks_mut(CHUNK_BLOCKS).enumerate() {
+                    let (a, b) = (i0 + c * CHUNK_BLOCKS, i0 + c * CHUNK_BLOCKS + sums.len());
+                    let at = buf.len();
+                    self.gather(lbn, src, run, a, b, &mut buf);
+                    seal_chunk(&att.drive, run.pbn + a as u64, &mut buf[at..], sums);
+                }
+                att.drive.write_ciphertext(run.pbn + i0 as u64, &buf)?;
             }
             Ok(())
         };
@@ -1806,17 +1810,13 @@ fn on_all<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
 /// stays in cache from one pass to the next.
 const CHUNK_BLOCKS: usize = 16;
 
-/// Checksums (into `sums`) and encrypts in place the plaintext blocks of `buf`, bound for the
-/// physical blocks from `pbn` on of `drive`, one cache-sized chunk after the other.
-fn seal_chunks(drive: &Drive, pbn: u64, buf: &mut [u8], sums: &mut [u32]) {
-    let chunks = buf.chunks_mut(CHUNK_BLOCKS * BLOCK_SIZE);
-    for (c, (chunk, cs)) in chunks.zip(sums.chunks_mut(CHUNK_BLOCKS)).enumerate() {
-        let p = pbn + (c * CHUNK_BLOCKS) as u64;
-        for (i, (b, s)) in chunk.chunks_exact(BLOCK_SIZE).zip(cs).enumerate() {
-            *s = block_sum(p + i as u64, b);
-        }
-        drive.encrypt_blocks(p, chunk);
+/// Checksums (into `sums`) and encrypts in place the plaintext blocks of `buf` (a chunk of
+/// at most [`CHUNK_BLOCKS`] blocks), bound for the physical blocks from `pbn` on of `drive`.
+fn seal_chunk(drive: &Drive, pbn: u64, buf: &mut [u8], sums: &mut [u32]) {
+    for (i, (b, s)) in buf.chunks_exact(BLOCK_SIZE).zip(sums).enumerate() {
+        *s = block_sum(pbn + i as u64, b);
     }
+    drive.encrypt_blocks(pbn, buf);
 }
 
 /// Decrypts in place the blocks of `buf`, read from the physical blocks from `pbn` on of

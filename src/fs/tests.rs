@@ -748,3 +748,32 @@ fn read_into_kept_buffer_zeroes_holes() {
             .all(|&b| b == 0)
     );
 }
+
+/// Time per 4 KiB write filling the holes of a sparse 64 MiB file in random order, and per
+/// overwrite after (`cargo test --release --lib bench_hole_fill -- --ignored --nocapture`).
+#[test]
+#[ignore = "timing, run by hand"]
+fn bench_hole_fill() {
+    let (_d, fs) = new_fs(256 * MIB, 32 * MIB);
+    let ino = file(&fs, ROOT_INO, "sparse");
+    let blocks = 16_384u64;
+    let s = SetAttr {
+        size: Some(blocks * BLOCK_SIZE as u64),
+        ..SetAttr::default()
+    };
+    fs.setattr(ino, &s).unwrap();
+    let mut order: Vec<u64> = (0..blocks).collect();
+    let mut rng = StdRng::seed_from_u64(7);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    let data = vec![0x5au8; BLOCK_SIZE];
+    for pass in ["fill", "overwrite"] {
+        let t = Instant::now();
+        for &b in &order {
+            fs.write(ino, b * BLOCK_SIZE as u64, &data).unwrap();
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / blocks as f64;
+        println!("{pass}: {per:.2} us per 4 KiB write");
+    }
+}

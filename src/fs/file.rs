@@ -6,7 +6,7 @@
 //! The invariant that bytes past the end of file in its last block are zero is kept by
 //! truncate, so extending a file never exposes old bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -24,8 +24,8 @@ const BS: u64 = BLOCK_SIZE as u64;
 /// A mapped run: file block, logical block, length.
 type Seg = (u64, u64, u64);
 
-/// Files with more extents than this keep only their size and permissions in the cache: their
-/// block maps are looked up each time.
+/// Files with more extents than this are not cached: their block maps are looked up each
+/// time.
 const CACHED_EXTENTS_MAX: usize = 64;
 /// Files cached at most; the cache starts over when full.
 const CACHED_FILES_MAX: usize = 1024;
@@ -36,7 +36,8 @@ pub(crate) struct FileMap {
     size: u64,
     perm: u16,
     killed_perm: u16,
-    /// None: too many extents to cache.
+    /// None: too many extents to cache (such a map is never kept, see
+    /// [`FileMaps::put_or_mark`]).
     extents: Option<Vec<Seg>>,
 }
 
@@ -69,9 +70,14 @@ impl FileMap {
 ///
 /// [`Inner::view`]: super::Inner::view
 /// [`Inner::write_tx`]: super::Inner::write_tx
+///
+/// Files found with too many extents are remembered apart, so that their maps are not loaded
+/// again after each operation; this is a hint only (it is never wrong to look the map up),
+/// kept over metadata operations and forgotten at each durable commit.
 #[derive(Default)]
 pub(crate) struct FileMaps {
     maps: RwLock<HashMap<u64, Arc<FileMap>>>,
+    fragmented: RwLock<HashSet<u64>>,
 }
 
 impl FileMaps {
@@ -86,6 +92,32 @@ impl FileMaps {
             m.clear();
         }
         m.insert(ino, Arc::new(map));
+    }
+
+    /// Whether `ino` was found with too many extents to cache lately.
+    fn fragmented(&self, ino: u64) -> bool {
+        self.fragmented.read().contains(&ino)
+    }
+
+    /// Caches `map` of `ino`, or remembers that `ino` has too many extents.
+    fn put_or_mark(&self, ino: u64, map: FileMap) {
+        if map.extents.is_some() {
+            self.put(ino, map);
+            return;
+        }
+        let mut f = self.fragmented.write();
+        if f.len() >= CACHED_FILES_MAX {
+            f.clear();
+        }
+        f.insert(ino);
+    }
+
+    /// Forgets which files had too many extents (they may have fewer now).
+    pub(crate) fn forget_fragmented(&self) {
+        let mut f = self.fragmented.write();
+        if !f.is_empty() {
+            f.clear();
+        }
     }
 
     /// Called with the metadata transaction held only.
@@ -305,11 +337,11 @@ impl Fs {
                 let Some((end, fb0, fb1)) = span(i.size) else {
                     return Ok(None);
                 };
-                // Known to have too many extents: looked up each time.
-                if cached.is_none() {
+                // Files known to have too many extents are looked up each time.
+                if cached.is_none() && !self.inner.maps.fragmented(ino) {
                     let m = load_map(&ext, ino, &i)?;
                     let segs = m.mapped(fb0, fb1);
-                    self.inner.maps.put(ino, m);
+                    self.inner.maps.put_or_mark(ino, m);
                     if let Some(segs) = segs {
                         return Ok(Some((end, fb0, fb1, segs)));
                     }
@@ -393,8 +425,12 @@ impl Fs {
             let ext = t.tx.open_table(EXTENTS)?;
             let segs = mapped(&ext, ino, fb0, fb1)?;
             // An overwrite: the next ones may take the fast path above.
-            if cached.is_none() && end <= i.size && holes_of(&segs, fb0, fb1).is_empty() {
-                self.inner.maps.put(ino, load_map(&ext, ino, &i)?);
+            if cached.is_none()
+                && end <= i.size
+                && holes_of(&segs, fb0, fb1).is_empty()
+                && !self.inner.maps.fragmented(ino)
+            {
+                self.inner.maps.put_or_mark(ino, load_map(&ext, ino, &i)?);
             }
             let hint = match ext.range((ino, 0)..(ino, fb0))?.next_back().transpose()? {
                 Some((k, v)) => {

@@ -765,6 +765,7 @@ impl Inner {
     /// block written before is durable with it); then frees the blocks that waited for it.
     pub(crate) fn sync_all(&self) -> Result<(), FsError> {
         let _s = self.sync_lock.lock();
+        self.maps.forget_fragmented();
         let mut g = self.batch.lock();
         self.open_batch(&mut g)?;
         let next = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;

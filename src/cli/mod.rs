@@ -72,6 +72,10 @@ enum Command {
         /// (0 keeps the kernel's 128 KiB).
         #[arg(long, default_value_t = crate::fuse::READ_AHEAD_KB)]
         read_ahead_kb: u32,
+        /// Seconds the kernel may cache names and attributes (every change goes through the
+        /// mount, so a long time is safe).
+        #[arg(long, default_value_t = crate::fuse::CACHE_TIMEOUT.as_secs())]
+        cache_timeout: u64,
         /// Address of the HTTPS management API.
         #[arg(long, default_value = "127.0.0.1:8000")]
         api: std::net::SocketAddr,
@@ -242,6 +246,7 @@ fn run(cmd: Command) -> Result<(), String> {
             writeback_cache,
             default_permissions,
             read_ahead_kb,
+            cache_timeout,
             api,
             no_api,
             kms_retry_seconds,
@@ -255,6 +260,7 @@ fn run(cmd: Command) -> Result<(), String> {
                 writeback_cache,
                 default_permissions,
                 read_ahead_kb,
+                attr_ttl: std::time::Duration::from_secs(cache_timeout),
                 ..Default::default()
             },
             (!no_api).then_some(api),

@@ -36,26 +36,23 @@ pub(crate) struct FileMap {
     size: u64,
     perm: u16,
     killed_perm: u16,
-    /// None: too many extents to cache (such a map is never kept, see
-    /// [`FileMaps::put_or_mark`]).
-    extents: Option<Vec<Seg>>,
+    extents: Vec<Seg>,
 }
 
 impl FileMap {
     /// The mapped runs within file blocks `[from, to)`, clipped, in file order (as
-    /// [`mapped`] gives them); None if the map is not cached.
-    fn mapped(&self, from: u64, to: u64) -> Option<Vec<Seg>> {
-        let extents = self.extents.as_ref()?;
-        let first = extents.partition_point(|&(f, _, n)| f + n <= from);
+    /// [`mapped`] gives them).
+    fn mapped(&self, from: u64, to: u64) -> Vec<Seg> {
+        let first = self.extents.partition_point(|&(f, _, n)| f + n <= from);
         let mut out = Vec::new();
-        for &(f, l, n) in &extents[first..] {
+        for &(f, l, n) in &self.extents[first..] {
             if f >= to {
                 break;
             }
             let (s, e) = (f.max(from), (f + n).min(to));
             out.push((s, l + (s - f), e - s));
         }
-        Some(out)
+        out
     }
 }
 
@@ -99,9 +96,9 @@ impl FileMaps {
         self.fragmented.read().contains(&ino)
     }
 
-    /// Caches `map` of `ino`, or remembers that `ino` has too many extents.
-    fn put_or_mark(&self, ino: u64, map: FileMap) {
-        if map.extents.is_some() {
+    /// Caches the map of `ino`, or remembers that `ino` has too many extents (`None`).
+    fn put_or_mark(&self, ino: u64, map: Option<FileMap>) {
+        if let Some(map) = map {
             self.put(ino, map);
             return;
         }
@@ -129,29 +126,27 @@ impl FileMaps {
     }
 }
 
-/// The map of regular file `ino` with inode `i` (without its extents if it has too many).
+/// The map of regular file `ino` with inode `i`; None if it has too many extents to cache.
 fn load_map(
     t: &impl ReadableTable<(u64, u64), (u64, u64)>,
     ino: u64,
     i: &super::store::Inode,
-) -> Result<FileMap, FsError> {
+) -> Result<Option<FileMap>, FsError> {
     let mut extents = Vec::new();
-    let mut all = true;
     for row in t.range((ino, 0)..=(ino, u64::MAX))? {
         if extents.len() == CACHED_EXTENTS_MAX {
-            all = false;
-            break;
+            return Ok(None);
         }
         let (k, v) = row?;
         let (f, (l, n)) = (k.value().1, v.value());
         extents.push((f, l, n));
     }
-    Ok(FileMap {
+    Ok(Some(FileMap {
         size: i.size,
         perm: i.perm,
         killed_perm: i.killed_perm(),
-        extents: all.then_some(extents),
-    })
+        extents,
+    }))
 }
 
 /// The mapped runs of `ino` within file blocks `[from, to)`, clipped, in file order.
@@ -319,13 +314,8 @@ impl Fs {
             let end = (offset + size as u64).min(file_size);
             Some((end, offset / BS, end.div_ceil(BS)))
         };
-        let cached = self.inner.maps.get(ino);
-        let hit = cached.as_ref().and_then(|m| match span(m.size) {
-            None => Some(None),
-            Some((end, fb0, fb1)) => m.mapped(fb0, fb1).map(|segs| Some((end, fb0, fb1, segs))),
-        });
-        let found = match hit {
-            Some(found) => found,
+        let found = match self.inner.maps.get(ino) {
+            Some(m) => span(m.size).map(|(end, fb0, fb1)| (end, fb0, fb1, m.mapped(fb0, fb1))),
             None => self.inner.view(|t| {
                 let i = get_inode(&t.tx.open_table(INODES)?, ino)?;
                 match i.kind {
@@ -338,9 +328,9 @@ impl Fs {
                     return Ok(None);
                 };
                 // Files known to have too many extents are looked up each time.
-                if cached.is_none() && !self.inner.maps.fragmented(ino) {
+                if !self.inner.maps.fragmented(ino) {
                     let m = load_map(&ext, ino, &i)?;
-                    let segs = m.mapped(fb0, fb1);
+                    let segs = m.as_ref().map(|m| m.mapped(fb0, fb1));
                     self.inner.maps.put_or_mark(ino, m);
                     if let Some(segs) = segs {
                         return Ok(Some((end, fb0, fb1, segs)));
@@ -405,7 +395,7 @@ impl Fs {
             && end <= m.size
             && !(kill_suidgid && m.killed_perm != m.perm)
             && !self.inner.may_have_security_xattr(ino)
-            && let Some(segs) = m.mapped(fb0, fb1)
+            && let segs = m.mapped(fb0, fb1)
             && holes_of(&segs, fb0, fb1).is_empty()
         {
             self.write_segments(ino, offset, data, m.size, &segs, &[])?;

@@ -26,9 +26,16 @@ type Seg = (u64, u64, u64);
 
 /// Files with more extents than this are not cached: their block maps are looked up each
 /// time.
-const CACHED_EXTENTS_MAX: usize = 64;
+const CACHED_EXTENTS_MAX: usize = if cfg!(test) { 64 } else { 4096 };
 /// Files cached at most; the cache starts over when full.
 const CACHED_FILES_MAX: usize = 1024;
+/// Extents cached at most over all files (24 bytes each); the cache starts over when full.
+const CACHED_EXTENTS_TOTAL: usize = 1 << 18;
+
+/// Blocks of the aligned cluster a write into a hole of a file allocates at once: the other
+/// blocks of the cluster that were holes get zeros, so that the next writes there are
+/// overwrites, which change no metadata (64 KiB).
+pub(crate) const FILL_CLUSTER_BLOCKS: u64 = 16;
 
 /// What a read or an overwrite needs to know of a regular file: its size, permission bits
 /// and whole block map.
@@ -54,41 +61,84 @@ impl FileMap {
         }
         out
     }
+
+    /// This map after a write that mapped the holes `new` and left the inode as `i`; `None`
+    /// when that makes too many extents to cache.
+    fn after_write(&self, new: &[Seg], i: &super::store::Inode) -> Option<FileMap> {
+        let mut all: Vec<Seg> = Vec::with_capacity(self.extents.len() + new.len());
+        all.extend_from_slice(&self.extents);
+        all.extend_from_slice(new);
+        all.sort_unstable_by_key(|s| s.0);
+        let mut extents: Vec<Seg> = Vec::with_capacity(all.len());
+        for (f, l, n) in all {
+            match extents.last_mut() {
+                Some((pf, pl, pn)) if *pf + *pn == f && *pl + *pn == l => *pn += n,
+                _ => extents.push((f, l, n)),
+            }
+        }
+        (extents.len() <= CACHED_EXTENTS_MAX).then(|| FileMap {
+            size: i.size,
+            perm: i.perm,
+            killed_perm: i.killed_perm(),
+            extents,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Cached {
+    files: HashMap<u64, Arc<FileMap>>,
+    /// Extents held by `files`.
+    extents: usize,
+}
+
+impl Cached {
+    fn remove(&mut self, ino: u64) {
+        if let Some(old) = self.files.remove(&ino) {
+            self.extents -= old.extents.len();
+        }
+    }
+
+    fn insert(&mut self, ino: u64, map: FileMap) {
+        self.remove(ino);
+        if self.files.len() >= CACHED_FILES_MAX
+            || self.extents + map.extents.len() > CACHED_EXTENTS_TOTAL
+        {
+            self.files.clear();
+            self.extents = 0;
+        }
+        self.extents += map.extents.len();
+        self.files.insert(ino, Arc::new(map));
+    }
 }
 
 /// The maps of files read or written lately, so that a read or an overwrite takes no lock on
 /// the metadata transaction and makes no lookup in it.
 ///
-/// Coherence: entries are only added while the metadata transaction is held ([`Inner::view`])
-/// and the whole cache is emptied by every metadata operation before the transaction is let
-/// go ([`Inner::write_tx`]), so an entry always equals what a lookup would find. A reader
-/// that uses an entry holds the file's data lock, which every change of a file's size or
-/// block map holds for writing.
+/// Coherence: entries are only added or changed while the metadata transaction is held
+/// ([`Inner::view`], [`Inner::write_tx_file`]) and the whole cache is emptied by every other
+/// metadata operation before the transaction is let go ([`Inner::write_tx`]), so an entry
+/// always equals what a lookup would find. A write that changes one file's map only
+/// ([`Inner::write_tx_file`]) brings that file's entry up to date instead. A reader that uses
+/// an entry holds the file's data lock, which every change of a file's size or block map
+/// holds for writing.
 ///
 /// [`Inner::view`]: super::Inner::view
 /// [`Inner::write_tx`]: super::Inner::write_tx
+/// [`Inner::write_tx_file`]: super::Inner::write_tx_file
 ///
 /// Files found with too many extents are remembered apart, so that their maps are not loaded
 /// again after each operation; this is a hint only (it is never wrong to look the map up),
 /// kept over metadata operations and forgotten at each durable commit.
 #[derive(Default)]
 pub(crate) struct FileMaps {
-    maps: RwLock<HashMap<u64, Arc<FileMap>>>,
+    maps: RwLock<Cached>,
     fragmented: RwLock<HashSet<u64>>,
 }
 
 impl FileMaps {
     fn get(&self, ino: u64) -> Option<Arc<FileMap>> {
-        self.maps.read().get(&ino).cloned()
-    }
-
-    /// Called with the metadata transaction held only.
-    fn put(&self, ino: u64, map: FileMap) {
-        let mut m = self.maps.write();
-        if m.len() >= CACHED_FILES_MAX {
-            m.clear();
-        }
-        m.insert(ino, Arc::new(map));
+        self.maps.read().files.get(&ino).cloned()
     }
 
     /// Whether `ino` was found with too many extents to cache lately.
@@ -97,11 +147,13 @@ impl FileMaps {
     }
 
     /// Caches the map of `ino`, or remembers that `ino` has too many extents (`None`).
-    fn put_or_mark(&self, ino: u64, map: Option<FileMap>) {
+    /// Called with the metadata transaction held only.
+    pub(crate) fn put_or_mark(&self, ino: u64, map: Option<FileMap>) {
         if let Some(map) = map {
-            self.put(ino, map);
+            self.maps.write().insert(ino, map);
             return;
         }
+        self.maps.write().remove(ino);
         let mut f = self.fragmented.write();
         if f.len() >= CACHED_FILES_MAX {
             f.clear();
@@ -120,9 +172,15 @@ impl FileMaps {
     /// Called with the metadata transaction held only.
     pub(crate) fn clear(&self) {
         let mut m = self.maps.write();
-        if !m.is_empty() {
-            m.clear();
+        if !m.files.is_empty() {
+            m.files.clear();
+            m.extents = 0;
         }
+    }
+
+    /// Drops the entry of `ino`. Called with the metadata transaction held only.
+    pub(crate) fn forget(&self, ino: u64) {
+        self.maps.write().remove(ino);
     }
 }
 
@@ -402,7 +460,7 @@ impl Fs {
             self.inner.touch(ino);
             return Ok(data.len());
         }
-        let (segs, hint, size, drop_privs) = self.inner.view(|t| {
+        let (segs, holes, hint, size, drop_privs) = self.inner.view(|t| {
             let i = get_inode(&t.tx.open_table(INODES)?, ino)?;
             match i.kind {
                 FileKind::File => {}
@@ -414,26 +472,34 @@ impl Fs {
                     && t.tx.open_table(XATTRS)?.get((ino, CAPS_XATTR))?.is_some());
             let ext = t.tx.open_table(EXTENTS)?;
             let segs = mapped(&ext, ino, fb0, fb1)?;
-            // An overwrite: the next ones may take the fast path above.
-            if cached.is_none()
-                && end <= i.size
-                && holes_of(&segs, fb0, fb1).is_empty()
-                && !self.inner.maps.fragmented(ino)
-            {
-                self.inner.maps.put_or_mark(ino, load_map(&ext, ino, &i)?);
+            let mut holes = holes_of(&segs, fb0, fb1);
+            if holes.is_empty() {
+                // An overwrite: the next ones may take the fast path above.
+                if cached.is_none() && end <= i.size && !self.inner.maps.fragmented(ino) {
+                    self.inner.maps.put_or_mark(ino, load_map(&ext, ino, &i)?);
+                }
+                return Ok((segs, holes, None, i.size, drop_privs));
             }
-            let hint = match ext.range((ino, 0)..(ino, fb0))?.next_back().transpose()? {
+            // A write into a hole inside the file fills the holes of its aligned clusters
+            // too (with zeros), so that the writes that follow there are overwrites.
+            let size_blocks = i.size.div_ceil(BS);
+            if fb1 <= size_blocks {
+                let c0 = fb0 - fb0 % FILL_CLUSTER_BLOCKS;
+                let c1 = fb1.next_multiple_of(FILL_CLUSTER_BLOCKS).min(size_blocks);
+                holes = holes_of(&mapped(&ext, ino, c0, c1)?, c0, c1);
+            }
+            // The first new block goes where the extent before it would continue.
+            let h = holes[0].0;
+            let hint = match ext.range((ino, 0)..(ino, h))?.next_back().transpose()? {
                 Some((k, v)) => {
                     let (f, (l, n)) = (k.value().1, v.value());
-                    Some(l + n + (fb0 - (f + n).min(fb0)))
+                    Some(l + n + (h - (f + n).min(h)))
                 }
                 None => None,
             };
-            Ok((segs, hint, i.size, drop_privs))
+            Ok((segs, holes, hint, i.size, drop_privs))
         })?;
 
-        // The holes of [fb0, fb1) get new blocks.
-        let holes = holes_of(&segs, fb0, fb1);
         let need: u64 = holes.iter().map(|h| h.1).sum();
         let runs = if need > 0 {
             self.allocate(need, hint)?
@@ -456,7 +522,7 @@ impl Fs {
             return Ok(data.len());
         }
         let res = res.and_then(|()| {
-            self.inner.write_tx(|t| {
+            self.inner.write_tx_file(ino, |t| {
                 let mut i = load(t, ino)?;
                 for &(f, l, n) in &new_segs {
                     insert_extent(t, ino, f, l, n)?;
@@ -472,7 +538,15 @@ impl Fs {
                     }
                     t.tx.open_table(XATTRS)?.remove((ino, CAPS_XATTR))?;
                 }
-                store(t, ino, &i)
+                store(t, ino, &i)?;
+                // The batch lock is held: a cached map is current and may be brought up to
+                // date.
+                let map = self
+                    .inner
+                    .maps
+                    .get(ino)
+                    .and_then(|m| m.after_write(&new_segs, &i));
+                Ok(((), map))
             })
         });
         if let Err(e) = res {
@@ -608,11 +682,14 @@ impl Fs {
                     buf[size.saturating_sub(seg_start) as usize..].fill(0);
                 }
             }
+            // (A fresh segment of the write's clusters may lie outside it: zeros only.)
             let from = offset.max(seg_start);
             let to = end.min(seg_end);
-            let src = &data[(from - offset) as usize..(to - offset) as usize];
-            let at = (from - seg_start) as usize;
-            buf[at..at + src.len()].copy_from_slice(src);
+            if from < to {
+                let src = &data[(from - offset) as usize..(to - offset) as usize];
+                let at = (from - seg_start) as usize;
+                buf[at..at + src.len()].copy_from_slice(src);
+            }
             self.inner.dev.write_blocks(l, &buf).map_err(dev_err(|| {
                 format!("writing inode {ino} file block {f} at block {l}+{n}")
             }))?;

@@ -687,6 +687,40 @@ impl Inner {
         }
     }
 
+    /// [`Inner::write_tx`] for an operation that changes the size, permissions or block map
+    /// of file `ino` only: `f` also returns that file's new map if the old one was cached
+    /// ([`file::FileMaps`]), which then replaces it, and the other files' maps stay.
+    pub(crate) fn write_tx_file<T>(
+        &self,
+        ino: u64,
+        f: impl FnOnce(&mut Tx) -> Result<(T, Option<file::FileMap>), FsError>,
+    ) -> Result<T, FsError> {
+        let mut g = self.batch.lock();
+        let t = self.open_batch(&mut g)?;
+        t.inode_delta = 0;
+        match f(t) {
+            Ok((v, map)) => {
+                match map {
+                    Some(m) => self.maps.put_or_mark(ino, Some(m)),
+                    None => self.maps.forget(ino),
+                }
+                t.ops += 1;
+                self.dirty.store(true, Ordering::Release);
+                if t.ops >= BATCH_OPS {
+                    self.commit_batch(&mut g)?;
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                self.maps.clear();
+                if e.may_leave_partial_change() {
+                    self.poison(&mut g, &e);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Runs a read-only `f` against the open metadata transaction (beginning one if none is
     /// open), so that it sees every operation so far.
     pub(crate) fn view<T>(

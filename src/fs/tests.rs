@@ -777,3 +777,70 @@ fn bench_hole_fill() {
         println!("{pass}: {per:.2} us per 4 KiB write");
     }
 }
+
+/// A write into a hole inside a file maps its whole aligned cluster, and the blocks of the
+/// cluster it does not cover read as zeros even where the blocks reused held another file's
+/// data; the cluster stops at the end of file; later writes there allocate nothing.
+#[test]
+fn hole_writes_fill_their_cluster() {
+    let (_d, fs) = new_fs(4 * MIB, 2 * MIB);
+    // Fill the whole data region with bytes, then free it durably, so that every block
+    // handed out next holds old ciphertext.
+    let free0 = fs.statfs().unwrap().bfree;
+    let junk = file(&fs, ROOT_INO, "junk");
+    let bytes = vec![0xa5u8; free0 as usize * BLOCK_SIZE];
+    fs.write(junk, 0, &bytes).unwrap();
+    assert_eq!(fs.statfs().unwrap().bfree, 0);
+    fs.unlink(ROOT_INO, b"junk").unwrap();
+    fs.sync_all().unwrap();
+    fs.sync_all().unwrap();
+    assert_eq!(fs.statfs().unwrap().bfree, free0);
+
+    let bs = BLOCK_SIZE as u64;
+    let c = file::FILL_CLUSTER_BLOCKS;
+    let ino = file(&fs, ROOT_INO, "sparse");
+    // 2.5 clusters and 100 bytes.
+    let size = (2 * c + c / 2) * bs + 100;
+    let s = SetAttr {
+        size: Some(size),
+        ..SetAttr::default()
+    };
+    fs.setattr(ino, &s).unwrap();
+    let mut model = vec![0u8; size as usize];
+    let put = |fs: &Fs, model: &mut Vec<u8>, off: u64, data: &[u8]| {
+        fs.write(ino, off, data).unwrap();
+        model[off as usize..off as usize + data.len()].copy_from_slice(data);
+    };
+    // 10 bytes in the middle of block 3: the whole first cluster is mapped.
+    put(&fs, &mut model, 3 * bs + 7, b"0123456789");
+    assert_eq!(fs.getattr(ino).unwrap().blocks, c * bs / 512);
+    // Into the last, partial cluster: mapped up to the block holding the end of file only.
+    put(&fs, &mut model, (2 * c + 1) * bs, &[7u8; 5000]);
+    assert_eq!(fs.getattr(ino).unwrap().blocks, (c + c / 2 + 1) * bs / 512);
+    // Writes inside mapped clusters allocate nothing.
+    put(&fs, &mut model, 0, &[1u8; 3]);
+    put(&fs, &mut model, (c - 1) * bs, &[2u8; 4096]);
+    put(&fs, &mut model, (2 * c + c / 2) * bs, &[3u8; 100]);
+    assert_eq!(fs.getattr(ino).unwrap().blocks, (c + c / 2 + 1) * bs / 512);
+    assert!(fs.read(ino, 0, size as u32 + 10).unwrap() == model);
+    // A write straddling a mapped and an unmapped cluster maps the second one.
+    put(&fs, &mut model, c * bs - 10, &[4u8; 20]);
+    assert_eq!(
+        fs.getattr(ino).unwrap().blocks,
+        (2 * c + c / 2 + 1) * bs / 512
+    );
+    assert!(fs.read(ino, 0, size as u32 + 10).unwrap() == model);
+    // A write past the end of file maps what it covers only.
+    let far = 10 * c * bs;
+    fs.write(ino, far, b"x").unwrap();
+    assert_eq!(
+        fs.getattr(ino).unwrap().blocks,
+        (2 * c + c / 2 + 2) * bs / 512
+    );
+    model.resize(far as usize, 0);
+    model.push(b'x');
+    assert!(fs.read(ino, 0, model.len() as u32 + 10).unwrap() == model);
+    fs.sync_all().unwrap();
+    assert!(fs.read(ino, 0, model.len() as u32 + 10).unwrap() == model);
+    clean(&fs);
+}

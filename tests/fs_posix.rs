@@ -153,8 +153,9 @@ fn files_read_write_truncate_sparse_large_with(writeback_cache: bool) {
     drop(f);
     let md = fs::metadata(&big).unwrap();
     assert_eq!(md.len(), off + 12);
+    // One block for the write past the end, one 64 KiB cluster for the write into a hole.
     assert!(
-        md.blocks() <= 16,
+        md.blocks() <= (4096 + 65536) / 512,
         "sparse file uses {} sectors",
         md.blocks()
     );

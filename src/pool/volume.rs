@@ -31,8 +31,10 @@ use crate::drive::Drive;
 /// part and each half of the cipher work with rayon's worker threads ([`both`], [`on_all`]).
 const PARALLEL_THRESHOLD: usize = 256 * 1024;
 /// Blocks per chunk when two workers share a large write (one encrypts while the other
-/// writes).
-const PIPELINE_BLOCKS: usize = 64;
+/// writes). Small, because writes to one image file are serialised by the kernel: the smaller
+/// the chunks, the sooner the writes start and the shorter the one left at the end (1 MiB
+/// direct writes: 64 KiB chunks +18% over 256 KiB ones; 32 KiB gain nothing more).
+const PIPELINE_BLOCKS: usize = 16;
 /// Logical blocks per lock stripe.
 const STRIPE_BLOCKS: u64 = 256;
 /// Number of lock stripes.

@@ -14,6 +14,7 @@
 #   BENCH_MODES="direct buffered"
 #   BENCH_DRIVE_SIZE=2G  size of each atrest drive image (sparse, on the tmpfs)
 #   BENCH_FUSE_THREADS=4 FUSE worker threads of atrest and of the passthrough filesystem
+#   BENCH_ATREST_FLAGS=  more `atrest mount` flags for the atrest targets (e.g. --page-cache)
 #   BENCH_TMPFS_SIZE=10G size limit of the backing tmpfs
 #   BENCH_DEADLINE_MIN=12  no fio run starts after this many minutes (time is left for the
 #                        metadata and rotation benchmarks); the table then says so
@@ -105,6 +106,7 @@ atrest_mount_flags() {
   help=$("$1" mount --help 2>&1)
   if grep -q -- --no-api <<<"$help"; then echo --no-api; fi
   if grep -q -- --threads <<<"$help"; then echo --threads "$FUSE_THREADS"; fi
+  echo "${BENCH_ATREST_FLAGS:-}"
 }
 
 # --- work area: one tmpfs holds every target's backing store ---

@@ -63,6 +63,12 @@ enum Command {
         /// unlink of a file costs one more round trip.
         #[arg(long)]
         writeback_cache: bool,
+        /// Keep file data in the kernel's page cache (implied by --writeback-cache). Without
+        /// it every read and write goes to the daemon as it comes (FUSE direct_io): faster
+        /// streams and random I/O, no plaintext in the page cache, but data read again is
+        /// decrypted again.
+        #[arg(long)]
+        page_cache: bool,
         /// Have the kernel check permissions even when only root can use the mount (always
         /// on with --allow-other); costs an attribute refresh of a directory per create and
         /// unlink in it.
@@ -244,6 +250,7 @@ fn run(cmd: Command) -> Result<(), String> {
             threads,
             allow_other,
             writeback_cache,
+            page_cache,
             default_permissions,
             read_ahead_kb,
             cache_timeout,
@@ -258,6 +265,7 @@ fn run(cmd: Command) -> Result<(), String> {
                 threads,
                 allow_other,
                 writeback_cache,
+                page_cache,
                 default_permissions,
                 read_ahead_kb,
                 attr_ttl: std::time::Duration::from_secs(cache_timeout),

@@ -30,10 +30,11 @@ use crate::drive::Drive;
 /// thread and one core does the cipher work; above, the calling thread shares each drive's
 /// part and each half of the cipher work with rayon's worker threads ([`both`], [`on_all`]).
 const PARALLEL_THRESHOLD: usize = 256 * 1024;
-/// Blocks per chunk when two workers share a large write (one encrypts while the other
-/// writes). Small, because writes to one image file are serialised by the kernel: the smaller
-/// the chunks, the sooner the writes start and the shorter the one left at the end (1 MiB
-/// direct writes: 64 KiB chunks +18% over 256 KiB ones; 32 KiB gain nothing more).
+/// Blocks per chunk when two workers share a large read or write, each taking the next chunk
+/// not yet taken (so that a worker woken late takes fewer). Small, because writes to one
+/// image file are serialised by the kernel: the smaller the chunks, the sooner the writes
+/// start and the shorter the one left at the end (1 MiB direct writes: 64 KiB chunks +18%
+/// over 256 KiB ones; 32 KiB gain nothing more).
 const PIPELINE_BLOCKS: usize = 16;
 /// Logical blocks per lock stripe.
 const STRIPE_BLOCKS: u64 = 256;
@@ -1347,8 +1348,9 @@ impl Inner {
     ///
     /// The run goes down in chunks: each chunk's plaintext is copied once into a buffer, then
     /// checksummed and encrypted while in cache ([`seal_chunk`]) and written. A large run is
-    /// shared by two workers taking alternate chunks, so that one encrypts while the other
-    /// writes (writes to one image are serialised by the kernel, encryption is not).
+    /// shared by two workers, each taking the next chunk not yet taken, so that one encrypts
+    /// while the other writes (writes to one image are serialised by the kernel, encryption
+    /// is not) and a worker that starts late takes fewer chunks.
     fn write_run(&self, lbn: u64, src: &[u8], run: &DriveRun) -> io::Result<bool> {
         let cell = &self.slots[run.drive];
         let Some(att) = cell.usable() else {
@@ -1357,11 +1359,20 @@ impl Inner {
         };
         let n = run.count as usize;
         let mut sums = vec![0u32; n];
-        let work = |parts: Vec<(usize, &mut [u32])>| -> io::Result<()> {
+        // The chunks not yet taken: first block and checksums of each.
+        let chunks = Mutex::new(
+            sums.chunks_mut(PIPELINE_BLOCKS)
+                .enumerate()
+                .map(|(c, part)| (c * PIPELINE_BLOCKS, part)),
+        );
+        let work = || -> io::Result<()> {
             let mut buf = Vec::new();
-            for (i0, part) in parts {
+            loop {
+                let Some((i0, part)) = chunks.lock().next() else {
+                    return Ok(());
+                };
                 buf.clear();
-                // Each chunk is copied, checksummed and encrypted while it is in cache.
+                // Each piece is copied, checksummed and encrypted while it is in cache.
                 for (c, sums) in part.chunks_mut(CHUNK_BLOCKS).enumerate() {
                     let (a, b) = (i0 + c * CHUNK_BLOCKS, i0 + c * CHUNK_BLOCKS + sums.len());
                     let at = buf.len();
@@ -1370,17 +1381,11 @@ impl Inner {
                 }
                 att.drive.write_ciphertext(run.pbn + i0 as u64, &buf)?;
             }
-            Ok(())
         };
         let res = if n * BLOCK_SIZE < PARALLEL_THRESHOLD {
-            work(vec![(0, &mut sums[..])])
+            work()
         } else {
-            let (mut even, mut odd) = (Vec::new(), Vec::new());
-            for (c, part) in sums.chunks_mut(PIPELINE_BLOCKS).enumerate() {
-                let side = if c % 2 == 0 { &mut even } else { &mut odd };
-                side.push((c * PIPELINE_BLOCKS, part));
-            }
-            let (r0, r1) = both(|| work(even), || work(odd));
+            let (r0, r1) = both(work, work);
             r0.and(r1)
         };
         if let Err(e) = res {
@@ -1432,7 +1437,6 @@ impl Inner {
     fn read_mirror(&self, lbn: u64, buf: &mut [u8]) -> Option<io::Result<()>> {
         let cell = &self.slots[0];
         let att = cell.usable()?;
-        // Each half is read and opened on its own core: reads of one image run in parallel.
         let read_and_open = |pbn: u64, part: &mut [u8], first: usize, bad: &mut Vec<usize>| {
             att.drive.read_ciphertext(pbn, part)?;
             open_chunks(&att, pbn, part, first, bad);
@@ -1442,13 +1446,26 @@ impl Inner {
         let res = if buf.len() < PARALLEL_THRESHOLD {
             read_and_open(lbn, buf, 0, &mut bad)
         } else {
-            let half = buf.len() / BLOCK_SIZE / 2;
-            let (b0, b1) = buf.split_at_mut(half * BLOCK_SIZE);
-            let mut bad1 = Vec::new();
-            let (r0, r1) = both(
-                || read_and_open(lbn, b0, 0, &mut bad),
-                || read_and_open(lbn + half as u64, b1, half, &mut bad1),
+            // Two workers take the next chunk not yet taken, each on its own core: reads of
+            // one image run in parallel, and a worker that starts late takes fewer chunks.
+            let chunks = Mutex::new(
+                buf.chunks_mut(PIPELINE_BLOCKS * BLOCK_SIZE)
+                    .enumerate()
+                    .map(|(c, part)| (c * PIPELINE_BLOCKS, part)),
             );
+            let work = || {
+                let mut bad = Vec::new();
+                loop {
+                    let Some((i0, part)) = chunks.lock().next() else {
+                        return (Ok(()), bad);
+                    };
+                    if let Err(e) = read_and_open(lbn + i0 as u64, part, i0, &mut bad) {
+                        return (Err(e), bad);
+                    }
+                }
+            };
+            let ((r0, mut bad0), (r1, mut bad1)) = both(work, work);
+            bad.append(&mut bad0);
             bad.append(&mut bad1);
             r0.and(r1)
         };

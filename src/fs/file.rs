@@ -460,7 +460,7 @@ impl Fs {
             self.inner.touch(ino);
             return Ok(data.len());
         }
-        let (segs, holes, hint, size, drop_privs) = self.inner.view(|t| {
+        let (segs, mut holes, hint, size, drop_privs) = self.inner.view(|t| {
             let i = get_inode(&t.tx.open_table(INODES)?, ino)?;
             match i.kind {
                 FileKind::File => {}
@@ -500,11 +500,17 @@ impl Fs {
             Ok((segs, holes, hint, i.size, drop_privs))
         })?;
 
-        let need: u64 = holes.iter().map(|h| h.1).sum();
-        let runs = if need > 0 {
-            self.allocate(need, hint)?
-        } else {
-            Vec::new()
+        let mut need: u64 = holes.iter().map(|h| h.1).sum();
+        let runs = match (need > 0).then(|| self.allocate(need, hint)) {
+            None => Vec::new(),
+            Some(Ok(runs)) => runs,
+            // Too little space for the clusters: the write's own holes only.
+            Some(Err(FsError::NoSpace)) if holes != holes_of(&segs, fb0, fb1) => {
+                holes = holes_of(&segs, fb0, fb1);
+                need = holes.iter().map(|h| h.1).sum();
+                self.allocate(need, hint)?
+            }
+            Some(Err(e)) => return Err(e),
         };
         let new_segs = assign(&holes, &runs)?;
 

@@ -844,3 +844,35 @@ fn hole_writes_fill_their_cluster() {
     assert!(fs.read(ino, 0, model.len() as u32 + 10).unwrap() == model);
     clean(&fs);
 }
+
+/// With fewer free blocks than a cluster needs, a write into a hole still gets the blocks it
+/// covers itself.
+#[test]
+fn hole_write_with_little_space_left_takes_its_own_blocks() {
+    let (_d, fs) = new_fs(4 * MIB, 2 * MIB);
+    let bs = BLOCK_SIZE as u64;
+    let ino = file(&fs, ROOT_INO, "sparse");
+    let s = SetAttr {
+        size: Some(64 * file::FILL_CLUSTER_BLOCKS * bs),
+        ..SetAttr::default()
+    };
+    fs.setattr(ino, &s).unwrap();
+    let free = fs.statfs().unwrap().bfree;
+    let filler = file(&fs, ROOT_INO, "filler");
+    fs.write(filler, 0, &vec![1u8; (free - 3) as usize * BLOCK_SIZE])
+        .unwrap();
+    assert_eq!(fs.statfs().unwrap().bfree, 3);
+    fs.write(ino, 5 * file::FILL_CLUSTER_BLOCKS * bs + 10, b"fits")
+        .unwrap();
+    fs.write(ino, 9 * file::FILL_CLUSTER_BLOCKS * bs, &[2u8; 8192])
+        .unwrap();
+    assert_eq!(fs.statfs().unwrap().bfree, 0);
+    assert_eq!(fs.getattr(ino).unwrap().blocks, 3 * bs / 512);
+    let err = fs.write(ino, 20 * file::FILL_CLUSTER_BLOCKS * bs, b"no room");
+    assert!(matches!(err, Err(FsError::NoSpace)), "{err:?}");
+    let back = fs
+        .read(ino, 5 * file::FILL_CLUSTER_BLOCKS * bs, 16)
+        .unwrap();
+    assert_eq!(&back[10..14], b"fits");
+    clean(&fs);
+}

@@ -54,28 +54,34 @@ impl XtsAes256 {
     /// little-endian number (IEEE 1619's encoding of the data unit sequence number; NIST CAVP's
     /// `i` bytes are `u128::from_le_bytes(i)`). `unit` must be a non-zero multiple of 16 bytes.
     pub fn encrypt_data_unit(&self, tweak: u128, unit: &mut [u8]) -> Result<(), CryptoError> {
-        let blocks = unit_blocks(unit)?;
-        let first = self.encrypted_tweak(tweak);
-        self.data.encrypt_with_backend(EncryptUnit {
-            blocks,
-            first_tweak: first,
+        check_unit(unit)?;
+        let tweaks = [Block::from(self.encrypted_tweak(tweak).to_le_bytes())];
+        let unit_len = unit.len();
+        self.data.encrypt_with_backend(EncryptUnits {
+            units: unit,
+            unit_len,
+            tweaks: &tweaks,
         });
         Ok(())
     }
 
     /// Decrypts one data unit in place; see [`Self::encrypt_data_unit`].
     pub fn decrypt_data_unit(&self, tweak: u128, unit: &mut [u8]) -> Result<(), CryptoError> {
-        let blocks = unit_blocks(unit)?;
-        let first = self.encrypted_tweak(tweak);
-        self.data.decrypt_with_backend(DecryptUnit {
-            blocks,
-            first_tweak: first,
+        check_unit(unit)?;
+        let tweaks = [Block::from(self.encrypted_tweak(tweak).to_le_bytes())];
+        let unit_len = unit.len();
+        self.data.decrypt_with_backend(DecryptUnits {
+            units: unit,
+            unit_len,
+            tweaks: &tweaks,
         });
         Ok(())
     }
 
     /// Encrypts (or decrypts) `buf`, consecutive data units of `unit_len` bytes numbered from
-    /// `first_tweak`. The tweaks of up to [`TWEAK_BATCH`] units are encrypted in one call.
+    /// `first_tweak`. The tweaks of up to [`TWEAK_BATCH`] units are encrypted in one call, and
+    /// those units are then processed in one call of the AES backend (which sets up its round
+    /// keys once per call).
     #[cfg_attr(feature = "null-cipher", allow(dead_code))]
     fn process_run(&self, first_tweak: u128, unit_len: usize, buf: &mut [u8], encrypt: bool) {
         let mut next = first_tweak;
@@ -88,20 +94,19 @@ impl XtsAes256 {
             self.tweak.encrypt_blocks(&mut tweaks[..units]);
             next = next.wrapping_add(units as u128);
 
-            for (unit, t) in group.chunks_exact_mut(unit_len).zip(&tweaks) {
-                let (blocks, _) = Block::slice_as_chunks_mut(unit);
-                let first = u128::from_le_bytes(t.0);
-                if encrypt {
-                    self.data.encrypt_with_backend(EncryptUnit {
-                        blocks,
-                        first_tweak: first,
-                    });
-                } else {
-                    self.data.decrypt_with_backend(DecryptUnit {
-                        blocks,
-                        first_tweak: first,
-                    });
-                }
+            let tweaks = &tweaks[..units];
+            if encrypt {
+                self.data.encrypt_with_backend(EncryptUnits {
+                    units: group,
+                    unit_len,
+                    tweaks,
+                });
+            } else {
+                self.data.decrypt_with_backend(DecryptUnits {
+                    units: group,
+                    unit_len,
+                    tweaks,
+                });
             }
         }
     }
@@ -114,12 +119,12 @@ impl XtsAes256 {
     }
 }
 
-/// Views a data unit as AES blocks, refusing an empty unit or one with a partial block.
-fn unit_blocks(unit: &mut [u8]) -> Result<&mut [Block], CryptoError> {
+/// Refuses an empty data unit or one with a partial block.
+fn check_unit(unit: &[u8]) -> Result<(), CryptoError> {
     if unit.is_empty() || !unit.len().is_multiple_of(AES_BLOCK) {
         return Err(CryptoError::BadDataUnitLength { len: unit.len() });
     }
-    Ok(Block::slice_as_chunks_mut(unit).0)
+    Ok(())
 }
 
 /// Multiplies a tweak by alpha (x) in GF(2^128) mod x^128 + x^7 + x^2 + x + 1, the tweak read
@@ -225,45 +230,65 @@ fn xts_unit<N: aes::cipher::array::ArraySize>(
     }
 }
 
-/// The encryption of one unit, run inside the `aes` crate's backend (so that it is compiled
-/// with the backend's CPU features).
-struct EncryptUnit<'a> {
-    blocks: &'a mut [Block],
-    first_tweak: u128,
+/// Runs XTS over each unit of `units` (consecutive units of `unit_len` bytes, a whole number
+/// of blocks each), with the first tweak of unit `i` taken from the encrypted `tweaks[i]`.
+#[inline(always)]
+fn xts_units<N: aes::cipher::array::ArraySize>(
+    units: &mut [u8],
+    unit_len: usize,
+    tweaks: &[Block],
+    mut batch: impl FnMut(&mut Array<Block, N>),
+    mut single: impl FnMut(&mut Block),
+) {
+    for (unit, t) in units.chunks_exact_mut(unit_len).zip(tweaks) {
+        let (blocks, _) = Block::slice_as_chunks_mut(unit);
+        xts_unit(blocks, u128::from_le_bytes(t.0), &mut batch, &mut single);
+    }
 }
 
-impl BlockSizeUser for EncryptUnit<'_> {
+/// The encryption of a run of units, run inside the `aes` crate's backend (so that it is
+/// compiled with the backend's CPU features, and the backend's round keys are set up once).
+struct EncryptUnits<'a> {
+    units: &'a mut [u8],
+    unit_len: usize,
+    tweaks: &'a [Block],
+}
+
+impl BlockSizeUser for EncryptUnits<'_> {
     type BlockSize = U16;
 }
 
-impl BlockCipherEncClosure for EncryptUnit<'_> {
+impl BlockCipherEncClosure for EncryptUnits<'_> {
     #[inline(always)]
     fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
-        xts_unit::<<B as ParBlocksSizeUser>::ParBlocksSize>(
-            self.blocks,
-            self.first_tweak,
+        xts_units::<<B as ParBlocksSizeUser>::ParBlocksSize>(
+            self.units,
+            self.unit_len,
+            self.tweaks,
             |b| backend.encrypt_par_blocks(b.into()),
             |b| backend.encrypt_block(b.into()),
         );
     }
 }
 
-/// The decryption of one unit; see [`EncryptUnit`].
-struct DecryptUnit<'a> {
-    blocks: &'a mut [Block],
-    first_tweak: u128,
+/// The decryption of a run of units; see [`EncryptUnits`].
+struct DecryptUnits<'a> {
+    units: &'a mut [u8],
+    unit_len: usize,
+    tweaks: &'a [Block],
 }
 
-impl BlockSizeUser for DecryptUnit<'_> {
+impl BlockSizeUser for DecryptUnits<'_> {
     type BlockSize = U16;
 }
 
-impl BlockCipherDecClosure for DecryptUnit<'_> {
+impl BlockCipherDecClosure for DecryptUnits<'_> {
     #[inline(always)]
     fn call<B: BlockCipherDecBackend<BlockSize = U16>>(self, backend: &B) {
-        xts_unit::<<B as ParBlocksSizeUser>::ParBlocksSize>(
-            self.blocks,
-            self.first_tweak,
+        xts_units::<<B as ParBlocksSizeUser>::ParBlocksSize>(
+            self.units,
+            self.unit_len,
+            self.tweaks,
             |b| backend.decrypt_par_blocks(b.into()),
             |b| backend.decrypt_block(b.into()),
         );

@@ -54,28 +54,39 @@ impl XtsAes256 {
     /// little-endian number (IEEE 1619's encoding of the data unit sequence number; NIST CAVP's
     /// `i` bytes are `u128::from_le_bytes(i)`). `unit` must be a non-zero multiple of 16 bytes.
     pub fn encrypt_data_unit(&self, tweak: u128, unit: &mut [u8]) -> Result<(), CryptoError> {
-        check_unit(unit)?;
-        let tweaks = [Block::from(self.encrypted_tweak(tweak).to_le_bytes())];
-        let unit_len = unit.len();
-        self.data.encrypt_with_backend(EncryptUnits {
-            units: unit,
-            unit_len,
-            tweaks: &tweaks,
-        });
-        Ok(())
+        self.one_unit(tweak, unit, true)
     }
 
     /// Decrypts one data unit in place; see [`Self::encrypt_data_unit`].
     pub fn decrypt_data_unit(&self, tweak: u128, unit: &mut [u8]) -> Result<(), CryptoError> {
+        self.one_unit(tweak, unit, false)
+    }
+
+    /// One data unit of any whole number of blocks, its tweak encrypted first.
+    fn one_unit(&self, tweak: u128, unit: &mut [u8], encrypt: bool) -> Result<(), CryptoError> {
         check_unit(unit)?;
         let tweaks = [Block::from(self.encrypted_tweak(tweak).to_le_bytes())];
         let unit_len = unit.len();
-        self.data.decrypt_with_backend(DecryptUnits {
-            units: unit,
-            unit_len,
-            tweaks: &tweaks,
-        });
+        self.units(unit, unit_len, &tweaks, encrypt);
         Ok(())
+    }
+
+    /// Encrypts (or decrypts) consecutive units of `unit_len` bytes in one call of the AES
+    /// backend, the first tweak of unit `i` being the encrypted `tweaks[i]`.
+    fn units(&self, units: &mut [u8], unit_len: usize, tweaks: &[Block], encrypt: bool) {
+        if encrypt {
+            self.data.encrypt_with_backend(EncryptUnits {
+                units,
+                unit_len,
+                tweaks,
+            });
+        } else {
+            self.data.decrypt_with_backend(DecryptUnits {
+                units,
+                unit_len,
+                tweaks,
+            });
+        }
     }
 
     /// Encrypts (or decrypts) `buf`, consecutive data units of `unit_len` bytes numbered from
@@ -94,20 +105,7 @@ impl XtsAes256 {
             self.tweak.encrypt_blocks(&mut tweaks[..units]);
             next = next.wrapping_add(units as u128);
 
-            let tweaks = &tweaks[..units];
-            if encrypt {
-                self.data.encrypt_with_backend(EncryptUnits {
-                    units: group,
-                    unit_len,
-                    tweaks,
-                });
-            } else {
-                self.data.decrypt_with_backend(DecryptUnits {
-                    units: group,
-                    unit_len,
-                    tweaks,
-                });
-            }
+            self.units(group, unit_len, &tweaks[..units], encrypt);
         }
     }
 

@@ -1359,33 +1359,27 @@ impl Inner {
         };
         let n = run.count as usize;
         let mut sums = vec![0u32; n];
-        // The chunks not yet taken: first block and checksums of each.
-        let chunks = Mutex::new(
-            sums.chunks_mut(PIPELINE_BLOCKS)
-                .enumerate()
-                .map(|(c, part)| (c * PIPELINE_BLOCKS, part)),
-        );
-        let work = || -> io::Result<()> {
-            let mut buf = Vec::new();
-            loop {
-                let Some((i0, part)) = chunks.lock().next() else {
-                    return Ok(());
-                };
-                buf.clear();
-                // Each piece is copied, checksummed and encrypted while it is in cache.
-                for (c, sums) in part.chunks_mut(CHUNK_BLOCKS).enumerate() {
-                    let (a, b) = (i0 + c * CHUNK_BLOCKS, i0 + c * CHUNK_BLOCKS + sums.len());
-                    let at = buf.len();
-                    self.gather(lbn, src, run, a, b, &mut buf);
-                    seal_chunk(&att.drive, run.pbn + a as u64, &mut buf[at..], sums);
-                }
-                att.drive.write_ciphertext(run.pbn + i0 as u64, &buf)?;
+        // The chunks: first block and checksums of each.
+        let mut chunks = sums
+            .chunks_mut(PIPELINE_BLOCKS)
+            .enumerate()
+            .map(|(c, part)| (c * PIPELINE_BLOCKS, part));
+        let seal_and_write = |(i0, part): (usize, &mut [u32]), buf: &mut Vec<u8>| {
+            buf.clear();
+            // Each piece is copied, checksummed and encrypted while it is in cache.
+            for (c, sums) in part.chunks_mut(CHUNK_BLOCKS).enumerate() {
+                let (a, b) = (i0 + c * CHUNK_BLOCKS, i0 + c * CHUNK_BLOCKS + sums.len());
+                let at = buf.len();
+                self.gather(lbn, src, run, a, b, buf);
+                seal_chunk(&att.drive, run.pbn + a as u64, &mut buf[at..], sums);
             }
+            att.drive.write_ciphertext(run.pbn + i0 as u64, buf)
         };
         let res = if n * BLOCK_SIZE < PARALLEL_THRESHOLD {
-            work()
+            let mut buf = Vec::new();
+            chunks.try_for_each(|chunk| seal_and_write(chunk, &mut buf))
         } else {
-            let (r0, r1) = both(work, work);
+            let [(r0, _), (r1, _)] = shared_by_two(chunks, seal_and_write);
             r0.and(r1)
         };
         if let Err(e) = res {
@@ -1446,25 +1440,17 @@ impl Inner {
         let res = if buf.len() < PARALLEL_THRESHOLD {
             read_and_open(lbn, buf, 0, &mut bad)
         } else {
-            // Two workers take the next chunk not yet taken, each on its own core: reads of
-            // one image run in parallel, and a worker that starts late takes fewer chunks.
-            let chunks = Mutex::new(
-                buf.chunks_mut(PIPELINE_BLOCKS * BLOCK_SIZE)
-                    .enumerate()
-                    .map(|(c, part)| (c * PIPELINE_BLOCKS, part)),
+            // Reads of one image run in parallel, each worker on its own core.
+            let chunks = buf
+                .chunks_mut(PIPELINE_BLOCKS * BLOCK_SIZE)
+                .enumerate()
+                .map(|(c, part)| (c * PIPELINE_BLOCKS, part));
+            let [(r0, mut bad0), (r1, mut bad1)] = shared_by_two(
+                chunks,
+                |(i0, part): (usize, &mut [u8]), bad: &mut Vec<usize>| {
+                    read_and_open(lbn + i0 as u64, part, i0, bad)
+                },
             );
-            let work = || {
-                let mut bad = Vec::new();
-                loop {
-                    let Some((i0, part)) = chunks.lock().next() else {
-                        return (Ok(()), bad);
-                    };
-                    if let Err(e) = read_and_open(lbn + i0 as u64, part, i0, &mut bad) {
-                        return (Err(e), bad);
-                    }
-                }
-            };
-            let ((r0, mut bad0), (r1, mut bad1)) = both(work, work);
             bad.append(&mut bad0);
             bad.append(&mut bad1);
             r0.and(r1)
@@ -1805,6 +1791,28 @@ fn both<RA, RB: Send>(a: impl FnOnce() -> RA, b: impl FnOnce() -> RB + Send) -> 
         a()
     });
     (ra, rb.expect("a scope ends after its tasks"))
+}
+
+/// Runs `f` over `items` on the calling thread and one of rayon's workers at the same time,
+/// each taking the next item not yet taken (so that a worker woken late takes fewer) and
+/// keeping its own scratch state `S`. A worker stops at its first error; the other goes on.
+fn shared_by_two<I, S>(
+    items: I,
+    f: impl Fn(I::Item, &mut S) -> io::Result<()> + Sync,
+) -> [(io::Result<()>, S); 2]
+where
+    I: Iterator + Send,
+    S: Default + Send,
+{
+    let items = Mutex::new(items);
+    let work = || {
+        let mut state = S::default();
+        let res =
+            std::iter::from_fn(|| items.lock().next()).try_for_each(|item| f(item, &mut state));
+        (res, state)
+    };
+    let (a, b) = both(work, work);
+    [a, b]
 }
 
 /// `f` of each item, the first on the calling thread and the others on rayon's workers, all at

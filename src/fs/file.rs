@@ -500,14 +500,19 @@ impl Fs {
             Ok((segs, holes, hint, i.size, drop_privs))
         })?;
 
-        let mut need: u64 = holes.iter().map(|h| h.1).sum();
+        let total = |holes: &[(u64, u64)]| holes.iter().map(|h| h.1).sum::<u64>();
+        let mut need = total(&holes);
         let runs = match (need > 0).then(|| self.allocate(need, hint)) {
             None => Vec::new(),
             Some(Ok(runs)) => runs,
             // Too little space for the clusters: the write's own holes only.
-            Some(Err(FsError::NoSpace)) if holes != holes_of(&segs, fb0, fb1) => {
-                holes = holes_of(&segs, fb0, fb1);
-                need = holes.iter().map(|h| h.1).sum();
+            Some(Err(FsError::NoSpace)) => {
+                let own = holes_of(&segs, fb0, fb1);
+                if own == holes {
+                    return Err(FsError::NoSpace);
+                }
+                need = total(&own);
+                holes = own;
                 self.allocate(need, hint)?
             }
             Some(Err(e)) => return Err(e),

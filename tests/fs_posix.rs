@@ -668,11 +668,7 @@ fn mmap_exec_and_rereads_without_page_cache() {
         \x20   mm[4096:4101] = b'HELLO'\n\
         \x20   mm.flush()\n\
         \x20   mm.close()\n";
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(&p)
-        .output()
-        .unwrap();
+    let out = python(&["-c", script, p.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "shared mapping on the mount: {}",
